@@ -1,0 +1,343 @@
+//! Access-token verification for every service: who is calling, with which role.
+//!
+//! Auth signs short-lived EdDSA (Ed25519) JWTs; every other service verifies them locally
+//! with the public keys auth publishes through `GetJwks`, so a call never needs a round
+//! trip to auth. Keys are cached by `kid`; a token whose `kid` is unknown triggers one
+//! refetch (rate-limited, so a flood of forged kids cannot turn into a flood of JWKS
+//! calls), which is how a key rotation reaches every service.
+//!
+//! Only EdDSA is accepted (no `alg: none`, no HMAC confusion), with no clock leeway, and
+//! issuer and audience must match. Missing or bad token → UNAUTHENTICATED; a valid token
+//! with the wrong role → PERMISSION_DENIED. ADMIN passes every role check.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use tonic::{Request, Status};
+
+pub use crate::proto::auth::v1::{Jwk, Role};
+
+/// `iss` of every access token.
+pub const ISSUER: &str = "stockmesh-auth";
+/// `aud` of every access token.
+pub const AUDIENCE: &str = "stockmesh";
+/// Minimum time between two JWKS refetches caused by unknown `kid`s.
+const REFETCH_EVERY: Duration = Duration::from_secs(5);
+
+/// The claims of a stockmesh access token.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    /// User id.
+    pub sub: String,
+    pub email: String,
+    /// Role name as in the proto enum, e.g. `ROLE_ADMIN`.
+    pub role: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: i64,
+    /// Issued at, seconds since the epoch.
+    pub iat: i64,
+    /// Token id.
+    pub jti: String,
+    pub iss: String,
+    pub aud: String,
+}
+
+/// An authenticated caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub user_id: String,
+    pub email: String,
+    pub role: Role,
+    /// Expiry, seconds since the epoch.
+    pub expires_at: i64,
+}
+
+impl Caller {
+    /// True when the caller has one of `roles`; ADMIN always qualifies.
+    pub fn has_any(&self, roles: &[Role]) -> bool {
+        self.role == Role::Admin || roles.contains(&self.role)
+    }
+
+    /// PERMISSION_DENIED unless the caller has one of `roles` (or is ADMIN).
+    pub fn require(&self, roles: &[Role]) -> Result<(), Status> {
+        if self.has_any(roles) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = std::iter::once(Role::Admin)
+                .chain(roles.iter().copied())
+                .map(|r| r.as_str_name())
+                .collect();
+            Err(Status::permission_denied(format!(
+                "this call requires one of {}; caller has {}",
+                names.join(", "),
+                self.role.as_str_name()
+            )))
+        }
+    }
+
+    /// OPERATOR or ADMIN.
+    pub fn is_staff(&self) -> bool {
+        self.has_any(&[Role::Operator])
+    }
+
+    /// PERMISSION_DENIED unless OPERATOR or ADMIN.
+    pub fn require_staff(&self) -> Result<(), Status> {
+        self.require(&[Role::Operator])
+    }
+
+    /// Internal RPCs: service identities and ADMIN.
+    pub fn require_service(&self) -> Result<(), Status> {
+        self.require(&[Role::Service])
+    }
+}
+
+/// Why a token was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthnError {
+    #[error("missing bearer token in the authorization header")]
+    Missing,
+    #[error("authorization header must be `Bearer <token>`")]
+    Malformed,
+    #[error("access token expired")]
+    Expired,
+    #[error("invalid access token")]
+    Invalid,
+    #[error("access token signed by an unknown key")]
+    UnknownKey,
+    #[error("cannot fetch signing keys: {0}")]
+    KeysUnavailable(String),
+}
+
+impl From<AuthnError> for Status {
+    fn from(e: AuthnError) -> Self {
+        match e {
+            AuthnError::KeysUnavailable(_) => Status::unavailable(e.to_string()),
+            _ => Status::unauthenticated(e.to_string()),
+        }
+    }
+}
+
+/// Where a verifier gets public keys when it meets an unknown `kid`.
+pub trait KeySource: Send + Sync + 'static {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, Status>>;
+}
+
+/// Verifies access tokens. Cheap to clone.
+#[derive(Clone)]
+pub struct Verifier {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    keys: RwLock<HashMap<String, DecodingKey>>,
+    source: Option<Box<dyn KeySource>>,
+    last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    validation: Validation,
+}
+
+impl Verifier {
+    /// A verifier that knows `keys` and never fetches (auth itself).
+    pub fn with_keys(keys: &[Jwk]) -> Result<Self, AuthnError> {
+        let v = Self::build(None);
+        v.insert(keys)?;
+        Ok(v)
+    }
+
+    /// A verifier that fetches keys from `source` when it meets an unknown `kid`.
+    pub fn remote(source: impl KeySource) -> Self {
+        Self::build(Some(Box::new(source)))
+    }
+
+    fn build(source: Option<Box<dyn KeySource>>) -> Self {
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 0;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_audience(&[AUDIENCE]);
+        validation.set_required_spec_claims(&["exp", "iat", "sub", "iss", "aud"]);
+        Self {
+            inner: Arc::new(Inner {
+                keys: RwLock::new(HashMap::new()),
+                source,
+                last_fetch: tokio::sync::Mutex::new(None),
+                validation,
+            }),
+        }
+    }
+
+    /// Adds public keys (from a JWKS).
+    pub fn insert(&self, jwks: &[Jwk]) -> Result<(), AuthnError> {
+        let mut parsed = Vec::with_capacity(jwks.len());
+        for jwk in jwks {
+            if jwk.kty != "OKP" || jwk.crv != "Ed25519" || jwk.kid.is_empty() {
+                continue;
+            }
+            let key = DecodingKey::from_ed_components(&jwk.x).map_err(|_| AuthnError::Invalid)?;
+            parsed.push((jwk.kid.clone(), key));
+        }
+        let mut keys = self.inner.keys.write().unwrap_or_else(|p| p.into_inner());
+        keys.extend(parsed);
+        Ok(())
+    }
+
+    fn key(&self, kid: &str) -> Option<DecodingKey> {
+        let keys = self.inner.keys.read().unwrap_or_else(|p| p.into_inner());
+        keys.get(kid).cloned()
+    }
+
+    /// Verifies a raw token.
+    pub async fn verify(&self, token: &str) -> Result<Caller, AuthnError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Invalid)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(AuthnError::Invalid);
+        }
+        let kid = header.kid.ok_or(AuthnError::Invalid)?;
+        let key = match self.key(&kid) {
+            Some(k) => k,
+            None => {
+                self.refetch().await?;
+                self.key(&kid).ok_or(AuthnError::UnknownKey)?
+            }
+        };
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &self.inner.validation).map_err(
+            |e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthnError::Expired,
+                _ => AuthnError::Invalid,
+            },
+        )?;
+        let claims = data.claims;
+        let role = Role::from_str_name(&claims.role)
+            .filter(|r| *r != Role::Unspecified)
+            .ok_or(AuthnError::Invalid)?;
+        Ok(Caller {
+            user_id: claims.sub,
+            email: claims.email,
+            role,
+            expires_at: claims.exp,
+        })
+    }
+
+    /// Fetches keys again, at most once per [`REFETCH_EVERY`]; concurrent callers wait
+    /// for the one fetch in flight.
+    async fn refetch(&self) -> Result<(), AuthnError> {
+        let Some(source) = &self.inner.source else {
+            return Err(AuthnError::UnknownKey);
+        };
+        let mut last = self.inner.last_fetch.lock().await;
+        if last.is_some_and(|t| t.elapsed() < REFETCH_EVERY) {
+            return Ok(());
+        }
+        let jwks = source
+            .fetch()
+            .await
+            .map_err(|s| AuthnError::KeysUnavailable(s.message().to_string()))?;
+        *last = Some(Instant::now());
+        self.insert(&jwks)
+    }
+
+    /// The authenticated caller of `req`; UNAUTHENTICATED when there is no valid token.
+    pub async fn caller<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
+        let token = bearer(req.metadata())?.ok_or(AuthnError::Missing)?;
+        Ok(self.verify(token).await?)
+    }
+
+    /// For public RPCs: `None` without a token, the caller with a valid one, and
+    /// UNAUTHENTICATED for a token that is present but bad.
+    pub async fn optional_caller<T>(&self, req: &Request<T>) -> Result<Option<Caller>, Status> {
+        match bearer(req.metadata())? {
+            None => Ok(None),
+            Some(token) => Ok(Some(self.verify(token).await?)),
+        }
+    }
+}
+
+/// The token in `authorization: Bearer <token>`, if the header is present.
+pub fn bearer(md: &tonic::metadata::MetadataMap) -> Result<Option<&str>, AuthnError> {
+    let Some(value) = md.get("authorization") else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| AuthnError::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthnError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthnError::Malformed);
+    }
+    Ok(Some(token.trim()))
+}
+
+/// Fetches the JWKS from the auth service over gRPC.
+pub struct RemoteJwks {
+    client: crate::proto::auth::v1::auth_service_client::AuthServiceClient<
+        crate::client::UpstreamChannel,
+    >,
+}
+
+impl RemoteJwks {
+    pub fn new(channel: crate::client::UpstreamChannel) -> Self {
+        Self {
+            client: crate::proto::auth::v1::auth_service_client::AuthServiceClient::new(channel),
+        }
+    }
+}
+
+impl KeySource for RemoteJwks {
+    fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, Status>> {
+        Box::pin(fetch_jwks(self.client.clone()))
+    }
+}
+
+async fn fetch_jwks(
+    mut client: crate::proto::auth::v1::auth_service_client::AuthServiceClient<
+        crate::client::UpstreamChannel,
+    >,
+) -> Result<Vec<Jwk>, Status> {
+    let resp = client
+        .get_jwks(crate::proto::auth::v1::GetJwksRequest {})
+        .await?;
+    Ok(resp.into_inner().keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn caller(role: Role) -> Caller {
+        Caller {
+            user_id: "u".into(),
+            email: "e@x".into(),
+            role,
+            expires_at: 0,
+        }
+    }
+
+    #[test]
+    fn admin_passes_every_check_and_others_only_their_own() {
+        assert!(caller(Role::Admin).require(&[Role::Service]).is_ok());
+        assert!(caller(Role::Operator).require_staff().is_ok());
+        let err = caller(Role::Customer).require_staff().unwrap_err();
+        assert_eq!(err.code(), tonic::Code::PermissionDenied);
+        assert!(caller(Role::Customer).require_service().is_err());
+        assert!(caller(Role::Service).require_service().is_ok());
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let mut md = tonic::metadata::MetadataMap::new();
+        assert_eq!(bearer(&md), Ok(None));
+        md.insert("authorization", "Bearer abc".parse().unwrap());
+        assert_eq!(bearer(&md), Ok(Some("abc")));
+        md.insert("authorization", "Basic abc".parse().unwrap());
+        assert_eq!(bearer(&md), Err(AuthnError::Malformed));
+    }
+
+    #[tokio::test]
+    async fn garbage_and_alg_none_are_invalid() {
+        let v = Verifier::with_keys(&[]).unwrap();
+        assert_eq!(v.verify("nope").await, Err(AuthnError::Invalid));
+        // {"alg":"none","typ":"JWT"} . {"sub":"x"} . (no signature)
+        let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4In0.";
+        assert_eq!(v.verify(none).await, Err(AuthnError::Invalid));
+    }
+}

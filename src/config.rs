@@ -1,0 +1,485 @@
+//! Configuration: command-line flags with `STOCKMESH_*` environment overrides (clap), the
+//! same set for every target so that `stockmesh up` and `stockmesh serve <target>` agree.
+//!
+//! Defaults make a laptop run work with no settings at all: SQLite files under `./data`,
+//! every service on 127.0.0.1 with its well-known port, upstreams found on those ports.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::resilience::ResilienceArgs;
+use crate::telemetry::LogFormat;
+
+/// One deployable part of the mesh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, clap::ValueEnum)]
+pub enum Target {
+    Auth,
+    Products,
+    Inventory,
+    Orders,
+    Gateway,
+}
+
+impl Target {
+    /// The four gRPC services, in start-up order (each depends only on earlier ones).
+    pub const SERVICES: [Target; 4] = [
+        Target::Auth,
+        Target::Products,
+        Target::Inventory,
+        Target::Orders,
+    ];
+    pub const ALL: [Target; 5] = [
+        Target::Auth,
+        Target::Products,
+        Target::Inventory,
+        Target::Orders,
+        Target::Gateway,
+    ];
+
+    /// Short lower-case name: `auth`, `products`, … (used in env var names, db files, logs).
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Auth => "auth",
+            Target::Products => "products",
+            Target::Inventory => "inventory",
+            Target::Orders => "orders",
+            Target::Gateway => "gateway",
+        }
+    }
+
+    /// Fully-qualified gRPC service name, as used by health checks and routing.
+    pub fn grpc_service(self) -> &'static str {
+        match self {
+            Target::Auth => "stockmesh.auth.v1.AuthService",
+            Target::Products => "stockmesh.products.v1.ProductService",
+            Target::Inventory => "stockmesh.inventory.v1.InventoryService",
+            Target::Orders => "stockmesh.orders.v1.OrderService",
+            Target::Gateway => "stockmesh.gateway.v1.Gateway",
+        }
+    }
+
+    pub fn default_port(self) -> u16 {
+        match self {
+            Target::Auth => 50051,
+            Target::Products => 50052,
+            Target::Inventory => 50053,
+            Target::Orders => 50054,
+            Target::Gateway => 8080,
+        }
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Every setting of every target.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Config {
+    /// Directory for SQLite databases and the auth signing key when no URL is given.
+    #[arg(
+        long,
+        env = "STOCKMESH_DATA_DIR",
+        default_value = "./data",
+        global = true
+    )]
+    pub data_dir: PathBuf,
+    /// Log format: human or json.
+    #[arg(long, env = "STOCKMESH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human, global = true)]
+    pub log_format: LogFormat,
+    /// Address every server binds to.
+    #[arg(long, env = "STOCKMESH_BIND", default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST), global = true)]
+    pub bind: IpAddr,
+    /// Time in-flight calls get to finish after SIGINT/SIGTERM (milliseconds).
+    #[arg(
+        long,
+        env = "STOCKMESH_SHUTDOWN_GRACE_MS",
+        default_value_t = 10_000,
+        global = true
+    )]
+    pub shutdown_grace_ms: u64,
+
+    #[command(flatten)]
+    pub ports: Ports,
+    #[command(flatten)]
+    pub databases: Databases,
+    #[command(flatten)]
+    pub upstreams: Upstreams,
+    #[command(flatten)]
+    pub resilience: ResilienceArgs,
+    #[command(flatten)]
+    pub auth: AuthSettings,
+    #[command(flatten)]
+    pub inventory: InventorySettings,
+    #[command(flatten)]
+    pub orders: OrdersSettings,
+    #[command(flatten)]
+    pub gateway: GatewaySettings,
+}
+
+/// Listening ports.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Ports {
+    #[arg(
+        long,
+        env = "STOCKMESH_AUTH_PORT",
+        default_value_t = 50051,
+        global = true
+    )]
+    pub auth_port: u16,
+    #[arg(
+        long,
+        env = "STOCKMESH_PRODUCTS_PORT",
+        default_value_t = 50052,
+        global = true
+    )]
+    pub products_port: u16,
+    #[arg(
+        long,
+        env = "STOCKMESH_INVENTORY_PORT",
+        default_value_t = 50053,
+        global = true
+    )]
+    pub inventory_port: u16,
+    #[arg(
+        long,
+        env = "STOCKMESH_ORDERS_PORT",
+        default_value_t = 50054,
+        global = true
+    )]
+    pub orders_port: u16,
+    #[arg(
+        long,
+        env = "STOCKMESH_GATEWAY_PORT",
+        default_value_t = 8080,
+        global = true
+    )]
+    pub gateway_port: u16,
+}
+
+/// Database URLs; unset means `sqlite://<data-dir>/<service>.db`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Databases {
+    #[arg(long, env = "STOCKMESH_AUTH_DATABASE_URL", global = true)]
+    pub auth_database_url: Option<String>,
+    #[arg(long, env = "STOCKMESH_PRODUCTS_DATABASE_URL", global = true)]
+    pub products_database_url: Option<String>,
+    #[arg(long, env = "STOCKMESH_INVENTORY_DATABASE_URL", global = true)]
+    pub inventory_database_url: Option<String>,
+    #[arg(long, env = "STOCKMESH_ORDERS_DATABASE_URL", global = true)]
+    pub orders_database_url: Option<String>,
+}
+
+/// Where each upstream lives; a comma-separated list balances over several endpoints.
+/// Unset means `http://127.0.0.1:<that service's port>`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Upstreams {
+    #[arg(
+        long,
+        env = "STOCKMESH_AUTH_ADDRS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub auth_addrs: Vec<String>,
+    #[arg(
+        long,
+        env = "STOCKMESH_PRODUCTS_ADDRS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub products_addrs: Vec<String>,
+    #[arg(
+        long,
+        env = "STOCKMESH_INVENTORY_ADDRS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub inventory_addrs: Vec<String>,
+    #[arg(
+        long,
+        env = "STOCKMESH_ORDERS_ADDRS",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub orders_addrs: Vec<String>,
+}
+
+/// Auth service settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AuthSettings {
+    /// Email of the admin created when the auth database has none.
+    #[arg(
+        long,
+        env = "STOCKMESH_ADMIN_EMAIL",
+        default_value = "admin@stockmesh.local",
+        global = true
+    )]
+    pub admin_email: String,
+    /// Password of that admin; unset means a random one, printed once at start.
+    #[arg(
+        long,
+        env = "STOCKMESH_ADMIN_PASSWORD",
+        hide_env_values = true,
+        global = true
+    )]
+    pub admin_password: Option<String>,
+    /// Lifetime of access tokens (seconds).
+    #[arg(
+        long,
+        env = "STOCKMESH_ACCESS_TOKEN_TTL_SECS",
+        default_value_t = 900,
+        global = true
+    )]
+    pub access_token_ttl_secs: u64,
+    /// Lifetime of refresh tokens (seconds).
+    #[arg(long, env = "STOCKMESH_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, global = true)]
+    pub refresh_token_ttl_secs: u64,
+    /// Failed logins allowed per email in a burst before RESOURCE_EXHAUSTED.
+    #[arg(
+        long,
+        env = "STOCKMESH_LOGIN_BURST",
+        default_value_t = 5,
+        global = true
+    )]
+    pub login_burst: u32,
+    /// Failed logins per email replenished per minute after the burst.
+    #[arg(
+        long,
+        env = "STOCKMESH_LOGIN_PER_MINUTE",
+        default_value_t = 10,
+        global = true
+    )]
+    pub login_per_minute: u32,
+    /// Shared secret from which service identities (orders, inventory, gateway) sign in
+    /// to auth. Unset: `up` makes a random one per process; `serve` reads or creates
+    /// `<data-dir>/service-secret`.
+    #[arg(
+        long,
+        env = "STOCKMESH_SERVICE_SECRET",
+        hide_env_values = true,
+        global = true
+    )]
+    pub service_secret: Option<String>,
+}
+
+/// Inventory service settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct InventorySettings {
+    /// Reservations neither committed nor released expire after this (seconds).
+    #[arg(
+        long,
+        env = "STOCKMESH_RESERVATION_TTL_SECS",
+        default_value_t = 900,
+        global = true
+    )]
+    pub reservation_ttl_secs: u64,
+    /// How often the expiry sweeper runs (milliseconds).
+    #[arg(
+        long,
+        env = "STOCKMESH_RESERVATION_SWEEP_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub reservation_sweep_ms: u64,
+}
+
+/// Orders service settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OrdersSettings {
+    /// How often the saga reconciler runs (milliseconds).
+    #[arg(
+        long,
+        env = "STOCKMESH_RECONCILE_INTERVAL_MS",
+        default_value_t = 5000,
+        global = true
+    )]
+    pub reconcile_interval_ms: u64,
+    /// Age after which an unfinished order intent is reconciled (seconds).
+    #[arg(
+        long,
+        env = "STOCKMESH_RECONCILE_AFTER_SECS",
+        default_value_t = 30,
+        global = true
+    )]
+    pub reconcile_after_secs: u64,
+}
+
+/// Gateway settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct GatewaySettings {
+    /// Allowed CORS origins (comma-separated; `*` allows any).
+    #[arg(
+        long,
+        env = "STOCKMESH_CORS_ORIGINS",
+        value_delimiter = ',',
+        default_value = "*",
+        global = true
+    )]
+    pub cors_origins: Vec<String>,
+    /// Sustained requests per second allowed per client IP and per signed-in user.
+    #[arg(
+        long,
+        env = "STOCKMESH_RATE_LIMIT_RPS",
+        default_value_t = 100,
+        global = true
+    )]
+    pub rate_limit_rps: u32,
+    /// Burst above the sustained rate.
+    #[arg(
+        long,
+        env = "STOCKMESH_RATE_LIMIT_BURST",
+        default_value_t = 200,
+        global = true
+    )]
+    pub rate_limit_burst: u32,
+    /// Largest accepted request body (bytes).
+    #[arg(long, env = "STOCKMESH_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024, global = true)]
+    pub max_body_bytes: usize,
+}
+
+#[derive(Parser)]
+struct Standalone {
+    #[command(flatten)]
+    config: Config,
+}
+
+impl Config {
+    /// Configuration from the environment alone (no flags), with defaults for the rest.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Standalone::try_parse_from(["stockmesh"]).map(|s| s.config)
+    }
+
+    pub fn port(&self, target: Target) -> u16 {
+        match target {
+            Target::Auth => self.ports.auth_port,
+            Target::Products => self.ports.products_port,
+            Target::Inventory => self.ports.inventory_port,
+            Target::Orders => self.ports.orders_port,
+            Target::Gateway => self.ports.gateway_port,
+        }
+    }
+
+    pub fn set_port(&mut self, target: Target, port: u16) {
+        let slot = match target {
+            Target::Auth => &mut self.ports.auth_port,
+            Target::Products => &mut self.ports.products_port,
+            Target::Inventory => &mut self.ports.inventory_port,
+            Target::Orders => &mut self.ports.orders_port,
+            Target::Gateway => &mut self.ports.gateway_port,
+        };
+        *slot = port;
+    }
+
+    pub fn listen_addr(&self, target: Target) -> SocketAddr {
+        SocketAddr::new(self.bind, self.port(target))
+    }
+
+    /// Database URL of a service: explicit setting, else a SQLite file in the data dir.
+    pub fn database_url(&self, target: Target) -> String {
+        let explicit = match target {
+            Target::Auth => &self.databases.auth_database_url,
+            Target::Products => &self.databases.products_database_url,
+            Target::Inventory => &self.databases.inventory_database_url,
+            Target::Orders => &self.databases.orders_database_url,
+            Target::Gateway => &None,
+        };
+        explicit
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}/{}.db", self.data_dir.display(), target.name()))
+    }
+
+    pub fn set_database_url(&mut self, target: Target, url: impl Into<String>) {
+        let url = Some(url.into());
+        match target {
+            Target::Auth => self.databases.auth_database_url = url,
+            Target::Products => self.databases.products_database_url = url,
+            Target::Inventory => self.databases.inventory_database_url = url,
+            Target::Orders => self.databases.orders_database_url = url,
+            Target::Gateway => {}
+        }
+    }
+
+    /// Endpoints of an upstream service, as `http://host:port` URIs.
+    pub fn upstream_addrs(&self, target: Target) -> Vec<String> {
+        let explicit = match target {
+            Target::Auth => &self.upstreams.auth_addrs,
+            Target::Products => &self.upstreams.products_addrs,
+            Target::Inventory => &self.upstreams.inventory_addrs,
+            Target::Orders => &self.upstreams.orders_addrs,
+            Target::Gateway => return Vec::new(),
+        };
+        let addrs: Vec<String> = explicit
+            .iter()
+            .map(|a| a.trim())
+            .filter(|a| !a.is_empty())
+            .map(|a| {
+                if a.contains("://") {
+                    a.to_string()
+                } else {
+                    format!("http://{a}")
+                }
+            })
+            .collect();
+        if addrs.is_empty() {
+            let host = if self.bind.is_unspecified() {
+                IpAddr::V4(Ipv4Addr::LOCALHOST)
+            } else {
+                self.bind
+            };
+            vec![format!(
+                "http://{}",
+                SocketAddr::new(host, self.port(target))
+            )]
+        } else {
+            addrs
+        }
+    }
+
+    pub fn set_upstream_addrs(&mut self, target: Target, addrs: Vec<String>) {
+        match target {
+            Target::Auth => self.upstreams.auth_addrs = addrs,
+            Target::Products => self.upstreams.products_addrs = addrs,
+            Target::Inventory => self.upstreams.inventory_addrs = addrs,
+            Target::Orders => self.upstreams.orders_addrs = addrs,
+            Target::Gateway => {}
+        }
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_millis(self.shutdown_grace_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_point_at_well_known_ports_and_sqlite_files() {
+        let c = Config::from_env().unwrap();
+        assert_eq!(c.port(Target::Orders), 50054);
+        assert!(c.database_url(Target::Auth).ends_with("/auth.db"));
+        assert_eq!(
+            c.upstream_addrs(Target::Products),
+            vec!["http://127.0.0.1:50052".to_string()]
+        );
+    }
+
+    #[test]
+    fn explicit_addresses_get_a_scheme() {
+        let mut c = Config::from_env().unwrap();
+        c.set_upstream_addrs(
+            Target::Inventory,
+            vec!["10.0.0.1:1".into(), " http://b:2 ".into()],
+        );
+        assert_eq!(
+            c.upstream_addrs(Target::Inventory),
+            vec!["http://10.0.0.1:1".to_string(), "http://b:2".to_string()]
+        );
+    }
+}

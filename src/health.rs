@@ -1,0 +1,95 @@
+//! `grpc.health.v1` for one server: NOT_SERVING until the service says it is ready (its
+//! migrations ran), NOT_SERVING while its database is unreachable, and NOT_SERVING from
+//! the moment shutdown starts, so load balancers drain it before it stops accepting.
+//!
+//! Both the overall service `""` and the service's full name always report the same state.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::server::HealthReporter;
+
+use crate::Shutdown;
+
+/// How often the database watchdog pings.
+const DB_PING_EVERY: Duration = Duration::from_secs(2);
+
+/// Controls what this server's health service reports.
+#[derive(Clone)]
+pub struct HealthHandle {
+    reporter: HealthReporter,
+    service: &'static str,
+    draining: Arc<AtomicBool>,
+}
+
+impl HealthHandle {
+    /// A handle for `service` (full gRPC name) and the health server to mount, both
+    /// reporting NOT_SERVING.
+    pub async fn new(service: &'static str) -> (Self, HealthServer<impl Health>) {
+        let (reporter, server) = tonic_health::server::health_reporter();
+        let handle = Self {
+            reporter,
+            service,
+            draining: Arc::new(AtomicBool::new(false)),
+        };
+        handle.set(ServingStatus::NotServing).await;
+        (handle, server)
+    }
+
+    async fn set(&self, status: ServingStatus) {
+        self.reporter.set_service_status("", status).await;
+        self.reporter.set_service_status(self.service, status).await;
+    }
+
+    /// Ready for traffic (ignored once draining).
+    pub async fn set_serving(&self) {
+        if !self.draining.load(Ordering::SeqCst) {
+            self.set(ServingStatus::Serving).await;
+        }
+    }
+
+    pub async fn set_not_serving(&self) {
+        self.set(ServingStatus::NotServing).await;
+    }
+
+    /// Shutdown started: NOT_SERVING for good.
+    pub async fn drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.set(ServingStatus::NotServing).await;
+    }
+
+    /// Pings `db` periodically and flips SERVING/NOT_SERVING with its reachability,
+    /// until `shutdown`.
+    pub fn watch_database(&self, db: DatabaseConnection, shutdown: Shutdown) {
+        let health = self.clone();
+        tokio::spawn(async move {
+            let mut healthy = true;
+            loop {
+                tokio::select! {
+                    () = shutdown.wait() => return,
+                    () = tokio::time::sleep(DB_PING_EVERY) => {}
+                }
+                match db.ping().await {
+                    Ok(()) if !healthy => {
+                        tracing::info!(
+                            service = health.service,
+                            "database reachable again: SERVING"
+                        );
+                        healthy = true;
+                        health.set_serving().await;
+                    }
+                    Err(e) if healthy => {
+                        tracing::warn!(service = health.service, error = %e, "database unreachable: NOT_SERVING");
+                        healthy = false;
+                        health.set_not_serving().await;
+                    }
+                    _ => {}
+                }
+            }
+        });
+    }
+}

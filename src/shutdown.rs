@@ -1,0 +1,65 @@
+//! Graceful shutdown: one token that every server and background task watches.
+//!
+//! `stockmesh up` runs several servers in one process; a single SIGINT/SIGTERM must stop
+//! all of them the same way. Each server reports NOT_SERVING, stops accepting, and gives
+//! in-flight calls a bounded grace period (see [`crate::server`]).
+
+use tokio_util::sync::CancellationToken;
+
+/// A cloneable shutdown signal. Triggering it is idempotent.
+#[derive(Clone, Debug, Default)]
+pub struct Shutdown(CancellationToken);
+
+impl Shutdown {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Asks everything watching this token (and its children) to stop.
+    pub fn trigger(&self) {
+        self.0.cancel();
+    }
+
+    pub fn is_triggered(&self) -> bool {
+        self.0.is_cancelled()
+    }
+
+    /// Completes once [`Shutdown::trigger`] has been called.
+    pub async fn wait(&self) {
+        self.0.cancelled().await
+    }
+
+    /// A token that is triggered with this one but can also be triggered alone (e.g. to
+    /// stop one service of an in-process mesh in a test).
+    pub fn child(&self) -> Shutdown {
+        Shutdown(self.0.child_token())
+    }
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (Kubernetes stop).
+pub async fn os_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
