@@ -256,8 +256,8 @@ pub struct AuthSettings {
     )]
     pub login_per_minute: u32,
     /// Shared secret from which service identities (orders, inventory, gateway) sign in
-    /// to auth. Unset: `up` makes a random one per process; `serve` reads or creates
-    /// `<data-dir>/service-secret`.
+    /// to auth. Unset: read from (or created in) `<data-dir>/service-secret`, which works
+    /// for `up` and for several `serve` processes on one machine; set it on Kubernetes.
     #[arg(
         long,
         env = "STOCKMESH_SERVICE_SECRET",

@@ -13,6 +13,17 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 use sea_orm_migration::MigratorTrait;
 
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// PostgreSQL pool size per service unless `STOCKMESH_DB_MAX_CONNECTIONS` says otherwise.
+/// Small on purpose: four services and a test suite share one server's 100 connections.
+const DEFAULT_PG_POOL: u32 = 8;
+
+fn pg_pool_size() -> u32 {
+    std::env::var("STOCKMESH_DB_MAX_CONNECTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(DEFAULT_PG_POOL)
+}
 
 /// Opens a pool for `url` (`sqlite://path`, `sqlite::memory:`, `postgres://…`). A SQLite
 /// file and its directory are created when missing.
@@ -40,7 +51,7 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .foreign_keys(true)
         });
     } else {
-        opts.max_connections(16).min_connections(1);
+        opts.max_connections(pg_pool_size()).min_connections(1);
     }
     Database::connect(opts).await
 }

@@ -93,3 +93,42 @@ impl HealthHandle {
         });
     }
 }
+
+/// Waits until `service` at `addr` reports SERVING, following the health Watch stream (a
+/// readiness signal, not polling with sleeps). Fails after `timeout`.
+pub async fn wait_serving(
+    addr: std::net::SocketAddr,
+    service: &str,
+    timeout: Duration,
+) -> Result<(), String> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let wait = async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad address {addr}: {e}"))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let mut stream = HealthClient::new(channel)
+            .watch(HealthCheckRequest {
+                service: service.to_string(),
+            })
+            .await
+            .map_err(|e| format!("health watch on {addr}: {e}"))?
+            .into_inner();
+        while let Some(msg) = stream
+            .message()
+            .await
+            .map_err(|e| format!("health watch on {addr}: {e}"))?
+        {
+            if msg.status == ServingStatus::Serving as i32 {
+                return Ok(());
+            }
+        }
+        Err(format!("{service} at {addr} stopped before it was SERVING"))
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .map_err(|_| format!("{service} at {addr} not SERVING within {timeout:?}"))?
+}

@@ -15,11 +15,8 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use sea_orm::{ConnectionTrait, Database, Statement};
+use sea_orm::{ConnectionTrait, Database};
 use tokio::net::TcpListener;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
 /// Which database engine a test runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,7 +140,7 @@ impl Drop for TestDb {
                     if let Ok(admin) = Database::connect(format!("{}/postgres", pg_base())).await {
                         let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
                         if let Err(e) = admin
-                            .execute(Statement::from_string(admin.get_database_backend(), sql))
+                            .execute_unprepared(&sql)
                             .await
                         {
                             eprintln!("cannot drop test database {name}: {e}");
@@ -196,32 +193,146 @@ pub async fn bind() -> (TcpListener, SocketAddr) {
 
 /// Waits (via the health Watch stream) until `service` at `addr` reports SERVING.
 pub async fn wait_serving(addr: SocketAddr, service: &str) {
-    let wait = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+    if let Err(e) = crate::health::wait_serving(addr, service, Duration::from_secs(60)).await {
+        panic!("{e}");
+    }
+}
+
+/// One service of a [`TestMesh`], running in this process.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub shutdown: crate::Shutdown,
+    pub task: tokio::task::JoinHandle<crate::Result<()>>,
+}
+
+impl Running {
+    /// Stops the server (as SIGTERM would) and waits for it to return.
+    pub async fn stop(self) {
+        self.shutdown.trigger();
+        match self.task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => panic!("server failed while stopping: {e}"),
+            Err(e) => panic!("server task panicked: {e}"),
+        }
+    }
+}
+
+/// Services started in-process on ephemeral ports, each with a fresh database on one
+/// backend. Services are started in dependency order by the test (auth first); each start
+/// points the shared [`crate::Config`] at the new address so later services find it.
+pub struct TestMesh {
+    pub backend: Backend,
+    pub config: crate::Config,
+    pub shutdown: crate::Shutdown,
+    dbs: Vec<TestDb>,
+    data_dir: PathBuf,
+}
+
+impl TestMesh {
+    /// A mesh with a fresh database per service on `backend`, a random service secret,
+    /// and a known admin password ([`TestMesh::ADMIN_EMAIL`], [`TestMesh::ADMIN_PASSWORD`]).
+    pub async fn new(backend: Backend) -> Self {
+        let mut config = crate::Config::from_env().unwrap_or_else(|e| panic!("config: {e}"));
+        let data_dir = std::env::temp_dir().join(unique("stockmesh_mesh"));
+        config.data_dir = data_dir.clone();
+        config.auth.admin_email = Self::ADMIN_EMAIL.to_string();
+        config.auth.admin_password = Some(Self::ADMIN_PASSWORD.to_string());
+        config.auth.service_secret = Some(uuid::Uuid::new_v4().to_string());
+        let mut dbs = Vec::new();
+        for target in crate::Target::SERVICES {
+            let db = TestDb::new(backend).await;
+            config.set_database_url(target, db.url.clone());
+            dbs.push(db);
+        }
+        Self {
+            backend,
+            config,
+            shutdown: crate::Shutdown::new(),
+            dbs,
+            data_dir,
+        }
+    }
+
+    pub const ADMIN_EMAIL: &'static str = "admin@stockmesh.test";
+    pub const ADMIN_PASSWORD: &'static str = "admin-password-123";
+
+    /// Starts `target` with `serve` on an ephemeral port and waits until it is SERVING.
+    pub async fn start<F, Fut>(&mut self, target: crate::Target, serve: F) -> Running
+    where
+        F: FnOnce(std::sync::Arc<crate::Config>, TcpListener, crate::Shutdown) -> Fut,
+        Fut: std::future::Future<Output = crate::Result<()>> + Send + 'static,
+    {
+        let (listener, addr) = bind().await;
+        self.config.set_port(target, addr.port());
+        self.config
+            .set_upstream_addrs(target, vec![format!("http://{addr}")]);
+        let shutdown = self.shutdown.child();
+        let task = tokio::spawn(serve(
+            std::sync::Arc::new(self.config.clone()),
+            listener,
+            shutdown.clone(),
+        ));
+        wait_serving(addr, target.grpc_service()).await;
+        Running {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// Starts `target` again on a known address (after [`Running::stop`]), e.g. to bring a
+    /// killed upstream back on the port its callers know.
+    pub async fn restart_on<F, Fut>(&mut self, target: crate::Target, addr: SocketAddr, serve: F) -> Running
+    where
+        F: FnOnce(std::sync::Arc<crate::Config>, TcpListener, crate::Shutdown) -> Fut,
+        Fut: std::future::Future<Output = crate::Result<()>> + Send + 'static,
+    {
+        let listener = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("cannot rebind {addr}: {e}"));
+        let shutdown = self.shutdown.child();
+        let task = tokio::spawn(serve(
+            std::sync::Arc::new(self.config.clone()),
+            listener,
+            shutdown.clone(),
+        ));
+        wait_serving(addr, target.grpc_service()).await;
+        Running {
+            addr,
+            shutdown,
+            task,
+        }
+    }
+
+    /// A plain tonic channel to `addr` (no resilience stack), for test clients.
+    pub async fn channel(addr: SocketAddr) -> tonic::transport::Channel {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .unwrap_or_else(|e| panic!("bad addr: {e}"))
             .connect()
             .await
-            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-        let mut client = HealthClient::new(channel);
-        let mut stream = client
-            .watch(HealthCheckRequest {
-                service: service.to_string(),
-            })
-            .await
-            .unwrap_or_else(|e| panic!("health watch failed: {e}"))
-            .into_inner();
-        while let Some(msg) = stream
-            .message()
-            .await
-            .unwrap_or_else(|e| panic!("health watch: {e}"))
-        {
-            if msg.status == ServingStatus::Serving as i32 {
-                return;
-            }
-        }
-        panic!("health stream of {service} ended before SERVING");
-    };
-    tokio::time::timeout(Duration::from_secs(60), wait)
-        .await
-        .unwrap_or_else(|_| panic!("{service} at {addr} not SERVING within 60 s"));
+            .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
+    }
+
+    /// Database URL of a service in this mesh.
+    pub fn database_url(&self, target: crate::Target) -> String {
+        self.config.database_url(target)
+    }
+}
+
+impl Drop for TestMesh {
+    fn drop(&mut self) {
+        self.shutdown.trigger();
+        // Databases drop after the servers were told to stop (FORCE closes their pools).
+        self.dbs.clear();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to a request.
+pub fn with_token<T>(msg: T, token: &str) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        req.metadata_mut().insert("authorization", v);
+    }
+    req
 }

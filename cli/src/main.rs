@@ -1,1 +1,161 @@
-fn main() {}
+//! `stockmesh`: one binary for every part of the mesh.
+//!
+//! * `stockmesh up` — every target in one process, SQLite under `./data` by default.
+//! * `stockmesh serve <target>` — one target as its own process (Kubernetes, drills).
+//! * `stockmesh migrate [target]` — apply database migrations and exit.
+//!
+//! Every setting is a flag and a `STOCKMESH_*` environment variable (see `--help`).
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use stockmesh::{Config, Shutdown, Target};
+use stockmesh_cli::mesh;
+
+#[derive(Parser)]
+#[command(name = "stockmesh", version, about = "A gRPC service mesh: auth, products, inventory, orders and a gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    config: Config,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every target (or the listed ones) in this process.
+    Up {
+        /// Targets to run; all when omitted.
+        #[arg(value_enum)]
+        targets: Vec<Target>,
+    },
+    /// Run one target as its own process.
+    Serve {
+        #[arg(value_enum)]
+        target: Target,
+    },
+    /// Apply database migrations of one service (all when omitted) and exit.
+    Migrate {
+        #[arg(value_enum)]
+        target: Option<Target>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    stockmesh::telemetry::init(cli.config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), String> {
+    match cli.command {
+        Command::Up { targets } => {
+            let targets = if targets.is_empty() { Target::ALL.to_vec() } else { targets };
+            run_mesh(cli.config, &targets, true).await
+        }
+        Command::Serve { target } => run_mesh(cli.config, &[target], false).await,
+        Command::Migrate { target } => {
+            let targets = target.map_or(Target::SERVICES.to_vec(), |t| vec![t]);
+            for t in targets {
+                mesh::migrate(&cli.config, t)
+                    .await
+                    .map_err(|e| format!("migrating {t}: {e}"))?;
+                println!("{t}: migrations applied ({})", redact(&cli.config.database_url(t)));
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run_mesh(config: Config, targets: &[Target], banner: bool) -> Result<(), String> {
+    let shutdown = Shutdown::new();
+    let mesh = tokio::select! {
+        m = mesh::start(config, targets, shutdown.clone()) => m.map_err(|e| e.to_string())?,
+        () = stockmesh::shutdown::os_signal() => {
+            shutdown.trigger();
+            return Ok(());
+        }
+    };
+    if banner {
+        print_banner(&mesh);
+    }
+    mesh.run_until(stockmesh::shutdown::os_signal()).await
+}
+
+/// Hides the password of a database URL.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+fn print_banner(mesh: &mesh::Mesh) {
+    let config = &mesh.config;
+    println!();
+    println!("stockmesh is up (Ctrl-C to stop)");
+    println!();
+    for (target, instance) in &mesh.instances {
+        let what = match target {
+            Target::Gateway => "gRPC, gRPC-web, REST".to_string(),
+            t => format!("gRPC {}", t.grpc_service()),
+        };
+        let db = match target {
+            Target::Gateway => String::new(),
+            t => format!("  db {}", redact(&config.database_url(*t))),
+        };
+        println!("  {:<10} {:<22} {what}{db}", target.name(), instance.addr.to_string());
+    }
+    if let Some(gw) = mesh.addr(Target::Gateway) {
+        println!();
+        println!("  REST:     curl http://{gw}/v1/products");
+        println!("  OpenAPI:  http://{gw}/openapi.json   readiness: http://{gw}/readyz   metrics: http://{gw}/metrics");
+    }
+    println!();
+    let pw = if config.auth.admin_password.is_some() {
+        "the password in STOCKMESH_ADMIN_PASSWORD".to_string()
+    } else {
+        "the password printed above when the admin was first created".to_string()
+    };
+    println!("Sign in as {} with {pw}:", config.auth.admin_email);
+    if let Some(gw) = mesh.addr(Target::Gateway) {
+        println!(
+            "  curl -s -X POST http://{gw}/v1/auth/login -d '{{\"email\":\"{}\",\"password\":\"…\"}}'",
+            config.auth.admin_email
+        );
+    }
+    println!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://./data/a.db"), "sqlite://./data/a.db");
+    }
+}

@@ -1,1 +1,23 @@
-//! stockmesh products service.
+//! stockmesh products service (being built; see issue tracker).
+
+use std::sync::Arc;
+
+use stockmesh::{Config, Shutdown};
+use tokio::net::TcpListener;
+
+/// Runs the products gRPC server on `listener` until `shutdown`: migrations first, then
+/// SERVING.
+pub async fn serve(
+    config: Arc<Config>,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> stockmesh::Result<()> {
+    let _ = (config, listener, shutdown);
+    Err(stockmesh::Error::Config("the products service is not built yet".into()))
+}
+
+/// Applies the products database migrations and returns.
+pub async fn migrate(config: &Config) -> stockmesh::Result<()> {
+    let _ = config;
+    Err(stockmesh::Error::Config("the products service is not built yet".into()))
+}
