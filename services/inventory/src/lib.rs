@@ -1,23 +1,96 @@
-//! stockmesh inventory service (being built; see issue tracker).
+//! # stockmesh inventory service
+//!
+//! Owns warehouses, the stock of every product in every warehouse, reservations of that
+//! stock for orders, and measurements taken in warehouses. The contract is the
+//! `stockmesh.inventory.v1.InventoryService` proto and `API.md`.
+//!
+//! The one rule everything here serves: per product and warehouse, at every instant,
+//! `on_hand >= reserved >= 0`, and stock never moves twice for one request. The database
+//! enforces the inequality with CHECK constraints; the code gets there first with
+//! conditional UPDATEs (see [`reservations`]) and records every write under its
+//! idempotency key in the same transaction as the stock change (see [`stock`]).
+//!
+//! Idempotency keys reused with different parameters (a Restock/AdjustStock
+//! `request_id`, a Reserve `reservation_id` with another product or quantity) are
+//! refused with ALREADY_EXISTS.
+//!
+//! Modules: [`api`] (thin gRPC handlers), [`warehouses`], [`stock`], [`reservations`],
+//! [`geo`] (which warehouse serves a reservation), [`measurements`], [`catalog`]
+//! (ProductService lookups), [`sweeper`] (reservation expiry), [`txn`], [`entity`],
+//! [`migration`], [`error`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use stockmesh::{Config, Shutdown};
+use stockmesh::authn::{RemoteJwks, Verifier};
+use stockmesh::proto::inventory::v1::inventory_service_server::InventoryServiceServer;
+use stockmesh::server::GrpcServer;
+use stockmesh::{Config, Shutdown, Target, client};
 use tokio::net::TcpListener;
 
+pub mod api;
+pub mod catalog;
+pub mod entity;
+pub mod error;
+pub mod geo;
+pub mod measurements;
+pub mod migration;
+pub mod reservations;
+pub mod stock;
+pub mod sweeper;
+pub mod txn;
+pub mod warehouses;
+
+pub use migration::Migrator;
+
 /// Runs the inventory gRPC server on `listener` until `shutdown`: migrations first, then
-/// SERVING.
+/// the expiry sweeper, then SERVING.
 pub async fn serve(
     config: Arc<Config>,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> stockmesh::Result<()> {
-    let _ = (config, listener, shutdown);
-    Err(stockmesh::Error::Config("the inventory service is not built yet".into()))
+    let target = Target::Inventory;
+    let (server, health) = GrpcServer::new(target.grpc_service()).await;
+    let db = stockmesh::db::connect_and_migrate::<Migrator>(&config.database_url(target)).await?;
+    let verifier = Verifier::remote(RemoteJwks::new(client::upstream(&config, Target::Auth)?));
+    let catalog = Arc::new(catalog::Catalog::new(client::upstream(
+        &config,
+        Target::Products,
+    )?));
+    let api = api::InventoryApi::new(
+        db.clone(),
+        verifier,
+        catalog,
+        Duration::from_secs(config.inventory.reservation_ttl_secs),
+    );
+    // A child token: stopped with the service, and also alone if the server fails
+    // (without stopping other services sharing `shutdown` in `stockmesh up`).
+    let stop_sweeper = shutdown.child();
+    let sweeper = sweeper::spawn(
+        db.clone(),
+        Duration::from_millis(config.inventory.reservation_sweep_ms),
+        stop_sweeper.clone(),
+    );
+    health.set_serving().await;
+    health.watch_database(db.clone(), shutdown.clone());
+    let served = server
+        .add_service(InventoryServiceServer::new(api))
+        .serve(listener, shutdown.clone(), config.shutdown_grace())
+        .await;
+    stop_sweeper.trigger();
+    if let Err(e) = sweeper.await {
+        tracing::warn!(error = %e, "reservation sweeper ended abnormally");
+    }
+    let _ = db.close().await;
+    served
 }
 
 /// Applies the inventory database migrations and returns.
 pub async fn migrate(config: &Config) -> stockmesh::Result<()> {
-    let _ = config;
-    Err(stockmesh::Error::Config("the inventory service is not built yet".into()))
+    let db =
+        stockmesh::db::connect_and_migrate::<Migrator>(&config.database_url(Target::Inventory))
+            .await?;
+    db.close().await?;
+    Ok(())
 }

@@ -1,23 +1,104 @@
-//! stockmesh orders service (being built; see issue tracker).
+//! # stockmesh orders service
+//!
+//! `stockmesh.orders.v1.OrderService`: customers place orders, operators complete them,
+//! either may cancel. Orders own only their own database; product names and prices are
+//! copied from products at order time, and stock is held by reservations in inventory.
+//!
+//! * [`api`]: thin gRPC handlers (authenticate, role rules, map errors).
+//! * [`saga`]: CreateOrder as a saga: intent row, price snapshot, one reservation per line
+//!   with a deterministic id, PENDING, or a rollback that leaves nothing reserved.
+//! * [`orders`]: reads with ownership rules, CompleteOrder and CancelOrder.
+//! * [`reconciler`]: background task finishing orders that a crash or an outage left
+//!   half-way.
+//! * [`store`]: database access, with every status change a conditional update.
+//! * [`upstream`]: calls to products and inventory as the orders *service identity*.
+//!
+//! Access tokens are verified locally with auth's published keys
+//! ([`Verifier::remote`]); internal RPCs of other services are called with this service's
+//! own token ([`ServiceIdentity`]), never the end user's.
 
 use std::sync::Arc;
+use std::time::Duration;
 
-use stockmesh::{Config, Shutdown};
+use stockmesh::authn::{RemoteJwks, Verifier};
+use stockmesh::client;
+use stockmesh::identity::{ServiceIdentity, resolve_secret};
+use stockmesh::proto::orders::v1::order_service_server::OrderServiceServer;
+use stockmesh::server::GrpcServer;
+use stockmesh::{Config, Shutdown, Target};
 use tokio::net::TcpListener;
 
+pub mod api;
+pub mod entity;
+pub mod error;
+pub mod migration;
+pub mod orders;
+pub mod reconciler;
+pub mod saga;
+pub mod store;
+pub mod upstream;
+
+pub use error::{Error, Result};
+
 /// Runs the orders gRPC server on `listener` until `shutdown`: migrations first, then
-/// SERVING.
+/// the reconciler, then SERVING.
 pub async fn serve(
     config: Arc<Config>,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> stockmesh::Result<()> {
-    let _ = (config, listener, shutdown);
-    Err(stockmesh::Error::Config("the orders service is not built yet".into()))
+    let (server, health) = GrpcServer::new(Target::Orders.grpc_service()).await;
+    let db = stockmesh::db::connect_and_migrate::<migration::Migrator>(
+        &config.database_url(Target::Orders),
+    )
+    .await?;
+
+    let auth = client::upstream(&config, Target::Auth)?;
+    let verifier = Verifier::remote(RemoteJwks::new(auth.clone()));
+    let identity = Arc::new(ServiceIdentity::new(
+        Target::Orders,
+        &resolve_secret(&config)?,
+        auth,
+    ));
+    let upstreams = upstream::Upstreams::new(
+        identity,
+        client::upstream(&config, Target::Products)?,
+        client::upstream(&config, Target::Inventory)?,
+    );
+    let orders = orders::Orders::new(
+        db.clone(),
+        upstreams,
+        Duration::from_secs(config.orders.reconcile_after_secs),
+    );
+
+    // Its own token, so that it also stops when the server ends on its own.
+    let stop_reconciler = shutdown.child();
+    let reconciler = tokio::spawn(reconciler::run(
+        orders.clone(),
+        Duration::from_millis(config.orders.reconcile_interval_ms.max(1)),
+        stop_reconciler.clone(),
+    ));
+    let server = server.add_service(OrderServiceServer::new(api::OrderApi::new(
+        verifier, orders,
+    )));
+    health.set_serving().await;
+    health.watch_database(db, shutdown.clone());
+    let served = server
+        .serve(listener, shutdown.clone(), config.shutdown_grace())
+        .await;
+    stop_reconciler.trigger();
+    if let Err(e) = reconciler.await {
+        tracing::error!(error = %e, "reconciler task failed");
+    }
+    served
 }
 
 /// Applies the orders database migrations and returns.
 pub async fn migrate(config: &Config) -> stockmesh::Result<()> {
-    let _ = config;
-    Err(stockmesh::Error::Config("the orders service is not built yet".into()))
+    let db = stockmesh::db::connect_and_migrate::<migration::Migrator>(
+        &config.database_url(Target::Orders),
+    )
+    .await?;
+    db.close().await?;
+    Ok(())
 }

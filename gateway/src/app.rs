@@ -1,0 +1,409 @@
+//! The dispatcher behind the one port: operational endpoints, then by content type gRPC
+//! (proxied), gRPC-web (translated by tonic-web, then proxied the same way) or REST
+//! (transcoded into a unary gRPC call).
+//!
+//! Proxying is a plain tower call on the upstream's [`UpstreamChannel`]: the request's
+//! headers (`authorization`, `grpc-timeout`, `x-request-id`, custom metadata) and body
+//! stream go through untouched, and the response — headers, message stream and trailers —
+//! comes back as it is, so streaming RPCs work and deadlines propagate. The channel's
+//! resilience stack (deadline, retry, breaker) sits inside, so a dead upstream answers
+//! UNAVAILABLE quickly instead of hanging the client.
+
+use std::collections::{HashMap, HashSet};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use prost_reflect::{DescriptorPool, DynamicMessage};
+use stockmesh::client::UpstreamChannel;
+use stockmesh::{Config, Target};
+use tonic::Status;
+use tower::util::BoxCloneSyncService;
+use tower::{Layer, Service, ServiceExt};
+
+use crate::edge::Edge;
+use crate::error::Error;
+use crate::observe::{Protocol, RouteLabel, StatusSlot};
+use crate::routes::{Lookup, Route, Routes};
+use crate::{ops, transcode};
+
+/// A gRPC service the gateway answers itself (health, reflection).
+pub type LocalService =
+    BoxCloneSyncService<Request<tonic::body::Body>, Response<tonic::body::Body>, Infallible>;
+
+/// The peer address of the connection a request came in on.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub SocketAddr);
+
+/// Everything a request may need, shared by all connections.
+pub struct State {
+    pub config: Arc<Config>,
+    pub routes: Routes,
+    pub pool: DescriptorPool,
+    upstreams: HashMap<Target, UpstreamChannel>,
+    /// gRPC service name → the upstream that owns it.
+    owners: HashMap<String, Target>,
+    /// `/pkg.Service/Method` of every method the gateway knows (metric labels).
+    grpc_paths: HashSet<String>,
+    /// Services answered locally, by full name.
+    local: HashMap<&'static str, LocalService>,
+    pub edge: Edge,
+    pub openapi: Bytes,
+}
+
+impl State {
+    pub fn new(
+        config: Arc<Config>,
+        local: HashMap<&'static str, LocalService>,
+    ) -> stockmesh::Result<Self> {
+        let pool = DescriptorPool::decode(stockmesh::proto::FILE_DESCRIPTOR_SET)
+            .map_err(|e| stockmesh::Error::Config(format!("descriptor set: {e}")))?;
+        let routes = Routes::from_pool(&pool)
+            .map_err(|e| stockmesh::Error::Config(format!("google.api.http rules: {e}")))?;
+        let mut upstreams = HashMap::new();
+        let mut owners = HashMap::new();
+        let mut grpc_paths = HashSet::new();
+        for target in Target::SERVICES {
+            upstreams.insert(target, stockmesh::client::upstream(&config, target)?);
+            owners.insert(target.grpc_service().to_string(), target);
+            if let Some(svc) = pool.get_service_by_name(target.grpc_service()) {
+                for m in svc.methods() {
+                    grpc_paths.insert(format!("/{}/{}", svc.full_name(), m.name()));
+                }
+            }
+        }
+        let openapi = Bytes::from(crate::openapi::document(&pool, &routes).to_string());
+        let edge = Edge::new(&config)?;
+        Ok(Self {
+            config,
+            routes,
+            pool,
+            upstreams,
+            owners,
+            grpc_paths,
+            local,
+            edge,
+            openapi,
+        })
+    }
+
+    pub fn upstream(&self, target: Target) -> Option<UpstreamChannel> {
+        self.upstreams.get(&target).cloned()
+    }
+
+    /// Routes one request.
+    async fn dispatch(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
+        let protocol = Protocol::of(req.headers());
+        let (label, mut resp) = match protocol {
+            Protocol::Grpc => {
+                let label = self.grpc_label(req.uri().path());
+                let resp = self.clone().grpc(req.map(tonic::body::Body::new)).await;
+                (label, resp.map(Body::new))
+            }
+            Protocol::GrpcWeb => {
+                let label = self.grpc_label(req.uri().path());
+                let svc = tonic_web::GrpcWebLayer::new().layer(GrpcHandler(self.clone()));
+                let resp = match svc.oneshot(req).await {
+                    Ok(resp) => resp,
+                    Err(never) => match never {},
+                };
+                (label, resp.map(Body::new))
+            }
+            Protocol::Rest => self.rest(req).await,
+        };
+        resp.extensions_mut().insert(RouteLabel(label));
+        resp.extensions_mut().insert(protocol);
+        resp
+    }
+
+    fn grpc_label(&self, path: &str) -> String {
+        let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
+        if self.grpc_paths.contains(path) || self.local.contains_key(service) {
+            path.to_string()
+        } else {
+            "unknown".to_string()
+        }
+    }
+
+    /// A gRPC call (also a translated gRPC-web one): answered locally or proxied.
+    async fn grpc(self: Arc<Self>, req: Request<tonic::body::Body>) -> Response<tonic::body::Body> {
+        let slot = req.extensions().get::<StatusSlot>().cloned();
+        let resp = self.grpc_inner(req).await;
+        match slot {
+            Some(slot) => slot.watch(resp),
+            None => resp,
+        }
+    }
+
+    async fn grpc_inner(&self, req: Request<tonic::body::Body>) -> Response<tonic::body::Body> {
+        let service = req
+            .uri()
+            .path()
+            .trim_start_matches('/')
+            .split('/')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        if let Some(local) = self.local.get(service.as_str()) {
+            return match local.clone().oneshot(req).await {
+                Ok(resp) => resp,
+                Err(never) => match never {},
+            };
+        }
+        let Some(target) = self.owners.get(&service).copied() else {
+            return Status::unimplemented(format!("unknown service {service}")).into_http();
+        };
+        let peer = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+        if let Err(e) = self.edge.admit(req.headers(), peer).await {
+            return Status::from(e).into_http();
+        }
+        if content_length(req.headers()).is_some_and(|n| n > self.config.gateway.max_body_bytes) {
+            return Status::from(Error::TooLarge {
+                limit: self.config.gateway.max_body_bytes,
+            })
+            .into_http();
+        }
+        let Some(channel) = self.upstream(target) else {
+            return Status::unavailable(format!("no channel to {target}")).into_http();
+        };
+        let (mut parts, body) = req.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        parts.version = Version::HTTP_2;
+        match channel.oneshot(Request::from_parts(parts, body)).await {
+            Ok(resp) => resp,
+            Err(status) => status.into_http(),
+        }
+    }
+
+    /// A REST request (or an operational endpoint).
+    async fn rest(&self, req: Request<Body>) -> (String, Response<Body>) {
+        if req.method() == Method::GET
+            && let Some(resp) = ops::handle(self, req.uri().path()).await
+        {
+            return (req.uri().path().to_string(), resp);
+        }
+        let (route, values) = match self.routes.find(req.method(), req.uri().path()) {
+            Lookup::Found(route, values) => (route, values),
+            Lookup::MethodNotAllowed(allow) => {
+                let err = Error::MethodNotAllowed {
+                    method: req.method().clone(),
+                    path: req.uri().path().to_string(),
+                    allow,
+                };
+                return ("unmatched".into(), err.into_rest());
+            }
+            Lookup::NotFound => {
+                let err = Error::NotFound {
+                    method: req.method().clone(),
+                    path: req.uri().path().to_string(),
+                };
+                return ("unmatched".into(), err.into_rest());
+            }
+        };
+        let resp = match self.transcode(route, values, req).await {
+            Ok(resp) => resp,
+            Err(e) => e.into_rest(),
+        };
+        (route.label.clone(), resp)
+    }
+
+    async fn transcode(
+        &self,
+        route: &Route,
+        values: Vec<String>,
+        req: Request<Body>,
+    ) -> Result<Response<Body>, Error> {
+        let (parts, body) = req.into_parts();
+        let peer = parts.extensions.get::<ClientAddr>().map(|a| a.0.ip());
+        self.edge.admit(&parts.headers, peer).await?;
+
+        let limit = self.config.gateway.max_body_bytes;
+        let has_body = !matches!(route.body, crate::routes::BodyRule::None);
+        if has_body && let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+            let ct = ct.to_str().unwrap_or("");
+            if !is_json(ct) {
+                return Err(Error::UnsupportedMediaType(ct.to_string()));
+            }
+        }
+        if content_length(&parts.headers).is_some_and(|n| n > limit) {
+            return Err(Error::TooLarge { limit });
+        }
+        let bytes = if has_body {
+            match Limited::new(body, limit).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(e) if e.is::<LengthLimitError>() => return Err(Error::TooLarge { limit }),
+                Err(e) => return Err(Error::BadBody(format!("cannot read the body: {e}"))),
+            }
+        } else {
+            Bytes::new()
+        };
+
+        let msg = transcode::request(route, values, parts.uri.query(), &bytes)?;
+        let Some(channel) = self.upstream(route.target) else {
+            return Err(Status::unavailable(format!("no channel to {}", route.target)).into());
+        };
+        let reply = unary(
+            channel,
+            &route.grpc_path,
+            &parts.headers,
+            transcode::encode_frame(&msg),
+        )
+        .await?;
+        let out = DynamicMessage::decode(route.method.output(), reply)
+            .map_err(|e| Status::internal(format!("undecodable response from upstream: {e}")))?;
+        let json = transcode::response_json(route, &out)?;
+        let mut resp = Response::new(Body::from(json));
+        resp.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        Ok(resp)
+    }
+}
+
+/// Makes a unary gRPC call with one encoded frame; returns the response message bytes.
+/// Forwards the caller's `authorization`, `x-request-id` and `grpc-timeout`.
+pub async fn unary(
+    channel: UpstreamChannel,
+    path: &str,
+    incoming: &HeaderMap,
+    frame: Bytes,
+) -> Result<Bytes, Status> {
+    let mut req = Request::new(tonic::body::Body::new(Full::new(frame)));
+    *req.method_mut() = Method::POST;
+    *req.version_mut() = Version::HTTP_2;
+    *req.uri_mut() = path
+        .parse()
+        .map_err(|_| Status::internal(format!("bad method path {path}")))?;
+    let headers = req.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    for name in [
+        header::AUTHORIZATION.as_str(),
+        crate::observe::REQUEST_ID,
+        "grpc-timeout",
+    ] {
+        if let Some(v) = incoming.get(name) {
+            headers.insert(name, v.clone());
+        }
+    }
+    let resp = channel.oneshot(req).await?;
+    if let Some(status) = Status::from_header_map(resp.headers())
+        && status.code() != tonic::Code::Ok
+    {
+        return Err(status);
+    }
+    if resp.status() != StatusCode::OK {
+        return Err(Status::unknown(format!(
+            "upstream answered HTTP {}",
+            resp.status()
+        )));
+    }
+    let collected = resp.into_body().collect().await?;
+    let status = collected
+        .trailers()
+        .and_then(Status::from_header_map)
+        .ok_or_else(|| Status::internal("upstream response without grpc-status"))?;
+    if status.code() != tonic::Code::Ok {
+        return Err(status);
+    }
+    transcode::decode_frame(collected.to_bytes())
+        .ok_or_else(|| Status::internal("upstream response is not one uncompressed message"))
+}
+
+/// The inner service of the gRPC-web translation.
+#[derive(Clone)]
+struct GrpcHandler(Arc<State>);
+
+impl Service<Request<tonic::body::Body>> for GrpcHandler {
+    type Response = Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<tonic::body::Body>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move { Ok(state.grpc(req).await) })
+    }
+}
+
+/// The whole gateway as one tower service (before CORS and observation layers).
+#[derive(Clone)]
+pub struct Gateway(pub Arc<State>);
+
+impl Service<Request<Body>> for Gateway {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        let state = self.0.clone();
+        Box::pin(async move { Ok(state.dispatch(req).await) })
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<usize> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn is_json(content_type: &str) -> bool {
+    let essence = content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+/// Connection-level headers of the client's hop must not reach the upstream's (HTTP/2
+/// forbids them); the body may also be re-framed, so its length goes too.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    for name in [
+        header::CONNECTION.as_str(),
+        "keep-alive",
+        "proxy-connection",
+        header::TRANSFER_ENCODING.as_str(),
+        header::UPGRADE.as_str(),
+        header::HOST.as_str(),
+        header::CONTENT_LENGTH.as_str(),
+    ] {
+        headers.remove(name);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_content_types() {
+        assert!(is_json("application/json"));
+        assert!(is_json("application/json; charset=utf-8"));
+        assert!(is_json("Application/JSON"));
+        assert!(is_json("application/merge-patch+json"));
+        assert!(!is_json("text/plain"));
+        assert!(!is_json("application/x-www-form-urlencoded"));
+    }
+}

@@ -1,0 +1,185 @@
+//! Edge checks run before any request reaches a service: token authentication and rate
+//! limiting.
+//!
+//! * **Authentication.** A request without `authorization` passes (public RPCs exist; the
+//!   services decide what needs a caller). A request *with* one must carry a well-formed,
+//!   unexpired bearer token signed by a key in auth's JWKS, or it is refused here with
+//!   UNAUTHENTICATED / 401 — forged and stale tokens never cost a service anything. The
+//!   header is forwarded unchanged: services still verify it and check roles themselves.
+//! * **Rate limiting** (governor, GCRA). Signed-in callers are limited per user (the
+//!   token's `sub`), so many users behind one NAT do not starve each other; anonymous
+//!   callers per client IP. Over the limit → [`Error::RateLimited`] with the time until
+//!   the next request would be admitted.
+
+use std::hash::Hash;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use http::HeaderMap;
+use stockmesh::authn::{AuthnError, Verifier};
+use stockmesh::{Config, Target};
+use tonic::Status;
+
+use crate::error::Error;
+
+/// Who a request is counted against.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ClientKey {
+    User(String),
+    Ip(IpAddr),
+    /// No peer address known (not over TCP); all such requests share one bucket.
+    Unknown,
+}
+
+/// The edge checks of one gateway.
+pub struct Edge {
+    verifier: Verifier,
+    limiter: Option<DefaultKeyedRateLimiter<ClientKey>>,
+    clock: DefaultClock,
+}
+
+impl Edge {
+    pub fn new(config: &Config) -> stockmesh::Result<Self> {
+        let verifier = Verifier::remote(stockmesh::authn::RemoteJwks::new(
+            stockmesh::client::upstream(config, Target::Auth)?,
+        ));
+        Ok(Self::with_verifier(
+            verifier,
+            config.gateway.rate_limit_rps,
+            config.gateway.rate_limit_burst,
+        ))
+    }
+
+    /// `rps == 0` turns rate limiting off.
+    pub fn with_verifier(verifier: Verifier, rps: u32, burst: u32) -> Self {
+        let limiter = NonZeroU32::new(rps).map(|rps| {
+            let burst = NonZeroU32::new(burst).unwrap_or(rps);
+            DefaultKeyedRateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
+        });
+        Self {
+            verifier,
+            limiter,
+            clock: DefaultClock::default(),
+        }
+    }
+
+    /// Authenticates (when a token is present) and counts the request. A refused token is
+    /// counted against the client's IP, so a flood of forged tokens is throttled too.
+    pub async fn admit(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<(), Error> {
+        let anonymous = peer.map_or(ClientKey::Unknown, ClientKey::Ip);
+        let verified = match bearer(headers) {
+            Ok(None) => return self.check(&anonymous),
+            Ok(Some(token)) => self.verifier.verify(token).await,
+            Err(e) => Err(e),
+        };
+        match verified {
+            Ok(caller) => self.check(&ClientKey::User(caller.user_id)),
+            Err(e) => {
+                self.check(&anonymous)?;
+                Err(Status::from(e).into())
+            }
+        }
+    }
+
+    /// Counts one request against `key`.
+    pub fn check(&self, key: &ClientKey) -> Result<(), Error> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(());
+        };
+        limiter.check_key(key).map_err(|not_until| {
+            let wait = not_until.wait_time_from(self.clock.now());
+            // Retry-After is whole seconds; never tell a client to retry "in 0 s".
+            let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+            Error::RateLimited {
+                retry_after: Duration::from_secs(secs.max(1)),
+            }
+        })
+    }
+
+    /// Forgets idle clients so the limiter's memory stays bounded.
+    pub fn forget_idle(&self) {
+        if let Some(limiter) = &self.limiter {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+    }
+}
+
+/// The token of `authorization: Bearer <token>`; the same rules as the services apply.
+fn bearer(headers: &HeaderMap) -> Result<Option<&str>, AuthnError> {
+    let Some(value) = headers.get(http::header::AUTHORIZATION) else {
+        return Ok(None);
+    };
+    let value = value.to_str().map_err(|_| AuthnError::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthnError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AuthnError::Malformed);
+    }
+    Ok(Some(token.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn edge(rps: u32, burst: u32) -> Edge {
+        Edge::with_verifier(Verifier::with_keys(&[]).unwrap(), rps, burst)
+    }
+
+    fn headers(auth: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(http::header::AUTHORIZATION, auth.parse().unwrap());
+        h
+    }
+
+    #[tokio::test]
+    async fn bad_tokens_are_refused_and_missing_ones_pass() {
+        let e = edge(0, 0);
+        assert!(e.admit(&HeaderMap::new(), None).await.is_ok());
+        for bad in ["Basic abc", "Bearer", "Bearer not-a-jwt", "token"] {
+            let err = e.admit(&headers(bad), None).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad}");
+        }
+    }
+
+    #[test]
+    fn burst_then_retry_after() {
+        let e = edge(1, 2);
+        let ip = ClientKey::Ip(IpAddr::from([10, 0, 0, 1]));
+        assert!(e.check(&ip).is_ok());
+        assert!(e.check(&ip).is_ok());
+        match e.check(&ip) {
+            Err(Error::RateLimited { retry_after }) => {
+                assert!(retry_after >= Duration::from_secs(1));
+            }
+            other => panic!("expected a rate limit, got {other:?}"),
+        }
+        // Another client has its own bucket.
+        assert!(e.check(&ClientKey::Ip(IpAddr::from([10, 0, 0, 2]))).is_ok());
+        assert!(e.check(&ClientKey::User("u1".into())).is_ok());
+    }
+
+    #[tokio::test]
+    async fn refused_tokens_count_against_the_ip() {
+        let e = edge(1, 2);
+        let peer = Some(IpAddr::from([10, 0, 0, 3]));
+        let bad = headers("Bearer forged");
+        for _ in 0..2 {
+            let err = e.admit(&bad, peer).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated);
+        }
+        let err = e.admit(&bad, peer).await.unwrap_err();
+        assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn zero_rps_disables_limiting() {
+        let e = edge(0, 0);
+        for _ in 0..1000 {
+            assert!(e.check(&ClientKey::Unknown).is_ok());
+        }
+    }
+}

@@ -1,0 +1,320 @@
+//! The outermost layer: request ids, one access-log line per request, and Prometheus
+//! metrics.
+//!
+//! `x-request-id` is taken from the request when it is a sane token, generated otherwise,
+//! written into the request (so transcoded and proxied calls carry it upstream) and into
+//! the response. The log line and the metrics are emitted when the response body is
+//! finished or dropped, so streaming calls are measured end to end and a gRPC status
+//! sent in trailers is the one reported.
+//!
+//! The route label is what [`crate::app`] matched (`GET /v1/products/{id}`, a known gRPC
+//! method path, or `unmatched`), never the raw path, so the label set stays bounded.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use axum::body::Body;
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response};
+use http_body::{Frame, SizeHint};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tower::{Layer, Service};
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// The matched route, attached to responses by the dispatcher.
+#[derive(Debug, Clone)]
+pub struct RouteLabel(pub String);
+
+/// Which protocol a request speaks, attached to responses by the dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Rest,
+    Grpc,
+    GrpcWeb,
+}
+
+impl Protocol {
+    pub fn of(headers: &http::HeaderMap) -> Self {
+        let ct = headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if ct.starts_with("application/grpc-web") {
+            Protocol::GrpcWeb
+        } else if ct.starts_with("application/grpc") {
+            Protocol::Grpc
+        } else {
+            Protocol::Rest
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Rest => "rest",
+            Protocol::Grpc => "grpc",
+            Protocol::GrpcWeb => "grpc-web",
+        }
+    }
+}
+
+/// The process-wide Prometheus recorder. Installed once; when another recorder was
+/// installed first (tests, an embedding program) the gateway still renders its own
+/// handle, which then stays empty, rather than failing to start.
+pub fn metrics_handle() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = PrometheusBuilder::new();
+        let builder = match builder.set_buckets(&[
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+        ]) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot set histogram buckets; using summaries");
+                PrometheusBuilder::new()
+            }
+        };
+        let recorder = builder.build_recorder();
+        let handle = recorder.handle();
+        if metrics::set_global_recorder(recorder).is_err() {
+            tracing::warn!("a metrics recorder is already installed; /metrics stays empty");
+        }
+        handle
+    })
+}
+
+/// See the module docs.
+#[derive(Debug, Clone, Default)]
+pub struct ObserveLayer;
+
+impl<S> Layer<S> for ObserveLayer {
+    type Service = Observe<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Observe { inner }
+    }
+}
+
+/// See the module docs.
+#[derive(Debug, Clone)]
+pub struct Observe<S> {
+    inner: S,
+}
+
+impl<S> Service<Request<Body>> for Observe<S>
+where
+    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let start = Instant::now();
+        let request_id = req
+            .headers()
+            .get(REQUEST_ID)
+            .filter(|v| acceptable_id(v))
+            .cloned()
+            .unwrap_or_else(|| {
+                HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
+                    .unwrap_or(HeaderValue::from_static("-"))
+            });
+        req.headers_mut().insert(REQUEST_ID, request_id.clone());
+        let slot = StatusSlot::new();
+        req.extensions_mut().insert(slot.clone());
+        let method = req.method().clone();
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            resp.headers_mut().insert(REQUEST_ID, request_id.clone());
+            let route = resp
+                .extensions()
+                .get::<RouteLabel>()
+                .map_or_else(|| "unmatched".to_string(), |r| r.0.clone());
+            let protocol = resp
+                .extensions()
+                .get::<Protocol>()
+                .copied()
+                .unwrap_or(Protocol::Rest);
+            let record = Record {
+                start,
+                method,
+                route,
+                protocol,
+                http_status: resp.status().as_u16(),
+                grpc_status: slot,
+                request_id,
+            };
+            Ok(resp.map(|body| {
+                Body::new(Observed {
+                    inner: body,
+                    record,
+                })
+            }))
+        })
+    }
+}
+
+/// Request ids are echoed into logs and headers: only short visible ASCII is taken over.
+fn acceptable_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
+}
+
+/// What is logged and counted once the response is over.
+struct Record {
+    start: Instant,
+    method: http::Method,
+    route: String,
+    protocol: Protocol,
+    http_status: u16,
+    grpc_status: StatusSlot,
+    request_id: HeaderValue,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        let elapsed = self.start.elapsed();
+        let status = match (self.protocol, self.grpc_status.get()) {
+            (Protocol::Rest, _) => self.http_status.to_string(),
+            (_, Some(code)) => format!("{:?}", tonic::Code::from_i32(code)),
+            // The stream ended without trailers (client went away, reset).
+            (_, None) => "incomplete".to_string(),
+        };
+        tracing::info!(
+            target: "stockmesh_gateway::access",
+            method = %self.method,
+            route = %self.route,
+            protocol = self.protocol.as_str(),
+            status = %status,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
+            "request"
+        );
+        let labels = [
+            ("protocol", self.protocol.as_str().to_string()),
+            ("route", std::mem::take(&mut self.route)),
+            ("status", status),
+        ];
+        metrics::counter!("gateway_requests_total", &labels).increment(1);
+        metrics::histogram!("gateway_request_duration_seconds", &labels)
+            .record(elapsed.as_secs_f64());
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that reports when it is finished or dropped.
+    struct Observed<B> {
+        #[pin]
+        inner: B,
+        record: Record,
+    }
+}
+
+impl<B> http_body::Body for Observed<B>
+where
+    B: http_body::Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Where the gRPC handler leaves the final `grpc-status` of a call for the access log.
+/// gRPC-web encodes trailers into the body, so the status is caught before that
+/// translation, on the plain gRPC response.
+#[derive(Debug, Clone)]
+pub struct StatusSlot(Arc<AtomicI32>);
+
+impl StatusSlot {
+    const UNSET: i32 = -1;
+
+    fn new() -> Self {
+        Self(Arc::new(AtomicI32::new(Self::UNSET)))
+    }
+
+    fn set(&self, code: i32) {
+        self.0.store(code, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<i32> {
+        let v = self.0.load(Ordering::Relaxed);
+        (v != Self::UNSET).then_some(v)
+    }
+
+    /// Watches a gRPC response: a trailers-only status now, trailers when they pass.
+    pub fn watch(&self, resp: Response<tonic::body::Body>) -> Response<tonic::body::Body> {
+        if let Some(code) = grpc_status(resp.headers()) {
+            self.set(code);
+            return resp;
+        }
+        let slot = self.clone();
+        resp.map(|body| tonic::body::Body::new(WatchTrailers { inner: body, slot }))
+    }
+}
+
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<i32>().ok())
+}
+
+pin_project_lite::pin_project! {
+    struct WatchTrailers {
+        #[pin]
+        inner: tonic::body::Body,
+        slot: StatusSlot,
+    }
+}
+
+impl http_body::Body for WatchTrailers {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(code) = frame.trailers_ref().and_then(grpc_status)
+        {
+            this.slot.set(code);
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,92 @@
+//! Operational HTTP endpoints: `/healthz` (the process answers), `/readyz` (every upstream
+//! says SERVING), `/metrics` (Prometheus text) and `/openapi.json`.
+//!
+//! Readiness asks each upstream's `grpc.health.v1` through the same channel requests use,
+//! so it reports what the gateway can actually reach — including an open circuit breaker —
+//! and it is bounded by a short deadline so a dead upstream never makes the probe hang.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use http::{HeaderValue, Response, StatusCode, header};
+use stockmesh::Target;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::app::State;
+
+/// Deadline of one upstream health check made by `/readyz`.
+const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
+
+/// Answers `path` if it is an operational endpoint (GET only).
+pub async fn handle(state: &State, path: &str) -> Option<Response<Body>> {
+    Some(match path {
+        "/healthz" => json(
+            StatusCode::OK,
+            serde_json::json!({"status": "ok"}).to_string(),
+        ),
+        "/readyz" => readyz(state).await,
+        "/metrics" => {
+            let handle = crate::observe::metrics_handle();
+            handle.run_upkeep();
+            let mut resp = Response::new(Body::from(handle.render()));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            resp
+        }
+        "/openapi.json" => json(StatusCode::OK, state.openapi.clone()),
+        _ => return None,
+    })
+}
+
+fn json(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
+    let mut resp = Response::new(body.into());
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+async fn readyz(state: &State) -> Response<Body> {
+    let checks = Target::SERVICES.map(|target| async move {
+        let status = match state.upstream(target) {
+            Some(channel) => check(channel, target).await,
+            None => "NO_CHANNEL".to_string(),
+        };
+        (target, status)
+    });
+    let results = futures::future::join_all(checks).await;
+    let ready = results.iter().all(|(_, s)| s == "SERVING");
+    let upstreams: serde_json::Map<String, serde_json::Value> = results
+        .into_iter()
+        .map(|(t, s)| (t.name().to_string(), serde_json::Value::String(s)))
+        .collect();
+    let body = serde_json::json!({ "ready": ready, "upstreams": upstreams });
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    json(status, body.to_string())
+}
+
+/// The upstream's serving status name, or `UNAVAILABLE: <why>` when it cannot be asked.
+async fn check(channel: stockmesh::client::UpstreamChannel, target: Target) -> String {
+    let mut request = tonic::Request::new(HealthCheckRequest {
+        service: target.grpc_service().to_string(),
+    });
+    request.set_timeout(READY_CHECK_TIMEOUT);
+    let mut client = HealthClient::new(channel);
+    match tokio::time::timeout(READY_CHECK_TIMEOUT, client.check(request)).await {
+        Ok(Ok(resp)) => ServingStatus::try_from(resp.into_inner().status)
+            .map_or("UNKNOWN", |s| s.as_str_name())
+            .to_string(),
+        Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+        Err(_) => "DEADLINE_EXCEEDED".to_string(),
+    }
+}

@@ -1,0 +1,32 @@
+//! Integration tests of the gateway: the whole mesh (auth, products, inventory, orders)
+//! and the gateway started in-process on ephemeral ports, a fresh database per service
+//! and test, and outside-style clients (HTTP/1.1 REST and gRPC-web, h2c gRPC, Node).
+//! Every test runs on SQLite and PostgreSQL.
+
+mod edge;
+mod grpc;
+mod node;
+mod rest;
+mod support;
+
+use edge::*;
+use grpc::*;
+use node::*;
+use rest::*;
+
+stockmesh::db_tests!(
+    rest_product_lifecycle,
+    rest_list_with_query_and_page_tokens,
+    rest_custom_verbs_and_orders,
+    rest_error_mapping,
+    rest_malformed_input,
+    rest_timestamps_and_measurements,
+    bad_tokens_are_refused_at_the_edge,
+    rate_limits,
+    cors,
+    readiness_follows_upstreams,
+    operations_endpoints,
+    grpc_through_the_gateway,
+    grpc_web_binary_and_text,
+    node_client,
+);

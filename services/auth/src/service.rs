@@ -1,0 +1,186 @@
+//! The auth domain: what each RPC does once its request is decoded and its caller
+//! authorised. Holds the database, the signing keys and the login throttle.
+
+use chrono::Utc;
+use sea_orm::DatabaseConnection;
+use stockmesh::Config;
+use stockmesh::authn::{AUDIENCE, Caller, Claims, ISSUER, Jwk, Role, Verifier};
+use stockmesh::pagination::Page;
+
+use crate::accounts;
+use crate::entity::user;
+use crate::error::{Error, Result};
+use crate::keys::KeyRing;
+use crate::password;
+use crate::sessions;
+use crate::throttle::LoginThrottle;
+use crate::validate;
+
+/// What Login and Refresh hand out.
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Access token lifetime, seconds.
+    pub expires_in: i64,
+    pub user: user::Model,
+}
+
+/// The auth service's state.
+pub struct Auth {
+    db: DatabaseConnection,
+    keys: KeyRing,
+    throttle: LoginThrottle,
+    /// Verified against on unknown emails so that "no such user" takes as long as "wrong
+    /// password" and timing does not reveal which emails exist.
+    dummy_hash: String,
+    access_ttl_secs: i64,
+    refresh_ttl: chrono::Duration,
+}
+
+impl Auth {
+    /// Loads (or creates) the signing keys and makes sure the admin and the service
+    /// accounts exist. `db` must be migrated.
+    pub async fn start(db: DatabaseConnection, config: &Config) -> Result<Self> {
+        let keys = KeyRing::load_or_create(&db).await?;
+        crate::bootstrap::ensure_admin(&db, config).await?;
+        crate::bootstrap::ensure_service_accounts(&db, config).await?;
+        let dummy_hash = password::hash(uuid::Uuid::new_v4().to_string()).await?;
+        let secs = |s: u64, name: &str| {
+            i64::try_from(s)
+                .ok()
+                .filter(|s| *s > 0)
+                .ok_or_else(|| Error::Config(format!("{name} must be between 1 and 2^63 seconds")))
+        };
+        Ok(Self {
+            keys,
+            throttle: LoginThrottle::new(config.auth.login_burst, config.auth.login_per_minute),
+            dummy_hash,
+            access_ttl_secs: secs(config.auth.access_token_ttl_secs, "access_token_ttl_secs")?,
+            refresh_ttl: chrono::Duration::seconds(secs(
+                config.auth.refresh_token_ttl_secs,
+                "refresh_token_ttl_secs",
+            )?),
+            db,
+        })
+    }
+
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
+    /// Verifies this service's access tokens.
+    pub fn verifier(&self) -> &Verifier {
+        self.keys.verifier()
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: &str,
+    ) -> Result<user::Model> {
+        accounts::create(&self.db, email, password, display_name, Role::Customer).await
+    }
+
+    pub async fn create_user(
+        &self,
+        email: &str,
+        password: &str,
+        display_name: &str,
+        role: Role,
+    ) -> Result<user::Model> {
+        accounts::create(&self.db, email, password, display_name, role).await
+    }
+
+    /// Checks credentials and starts a session. Unknown email and wrong password give the
+    /// same error after the same amount of work.
+    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair> {
+        let email = validate::normalize_email(email);
+        if email.is_empty() {
+            return Err(Error::invalid("email", "is required"));
+        }
+        if password.is_empty() {
+            return Err(Error::invalid("password", "is required"));
+        }
+        if !self.throttle.allowed(&email) {
+            return Err(Error::TooManyFailedLogins);
+        }
+        let user = if password.len() > validate::MAX_PASSWORD_LEN {
+            // No stored password is this long; skip hashing megabytes.
+            None
+        } else {
+            match accounts::by_email(&self.db, &email).await? {
+                Some(user) => password::verify(password.to_string(), user.password_hash.clone())
+                    .await?
+                    .then_some(user),
+                None => {
+                    password::verify(password.to_string(), self.dummy_hash.clone()).await?;
+                    None
+                }
+            }
+        };
+        let Some(user) = user else {
+            if !self.throttle.record_failure(&email) {
+                tracing::warn!(%email, "failed logins over the limit; email locked for a while");
+                return Err(Error::TooManyFailedLogins);
+            }
+            return Err(Error::InvalidCredentials);
+        };
+        let refresh_token = sessions::start(&self.db, &user.id, self.refresh_ttl).await?;
+        self.pair(user, refresh_token)
+    }
+
+    /// Rotates a refresh token into a new pair.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
+        let (user, next) = sessions::rotate(&self.db, refresh_token, self.refresh_ttl).await?;
+        self.pair(user, next)
+    }
+
+    pub async fn logout(&self, refresh_token: &str) -> Result<()> {
+        sessions::revoke(&self.db, refresh_token).await
+    }
+
+    fn pair(&self, user: user::Model, refresh_token: String) -> Result<TokenPair> {
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: user.id.clone(),
+            email: user.email.clone(),
+            role: accounts::role_of(&user).as_str_name().to_string(),
+            exp: now.saturating_add(self.access_ttl_secs),
+            iat: now,
+            jti: uuid::Uuid::new_v4().to_string(),
+            iss: ISSUER.to_string(),
+            aud: AUDIENCE.to_string(),
+        };
+        Ok(TokenPair {
+            access_token: self.keys.sign(&claims)?,
+            refresh_token,
+            expires_in: self.access_ttl_secs,
+            user,
+        })
+    }
+
+    /// The claims of a valid access token.
+    pub async fn verify(&self, token: &str) -> std::result::Result<Caller, tonic::Status> {
+        if token.trim().is_empty() {
+            return Err(stockmesh::error::invalid_field("token", "is required"));
+        }
+        Ok(self.verifier().verify(token.trim()).await?)
+    }
+
+    pub async fn user(&self, id: &str) -> Result<user::Model> {
+        accounts::by_id(&self.db, id).await
+    }
+
+    pub async fn list_users(&self, page: &Page) -> Result<(Vec<user::Model>, String)> {
+        accounts::list(&self.db, page).await
+    }
+
+    pub async fn set_role(&self, id: &str, role: Role) -> Result<user::Model> {
+        accounts::set_role(&self.db, id, role).await
+    }
+
+    pub async fn jwks(&self) -> Result<Vec<Jwk>> {
+        self.keys.jwks().await
+    }
+}

@@ -1,0 +1,15 @@
+//! Schema migrations of the inventory database, applied at start by `serve` and by
+//! `stockmesh migrate`. Migrations are append-only: never edit one that has shipped.
+
+use sea_orm_migration::prelude::*;
+
+mod m20250101_000001_init;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20250101_000001_init::Migration)]
+    }
+}

@@ -1,0 +1,373 @@
+//! Reservations: holding stock for an order, then committing (the units leave `on_hand`)
+//! or releasing it (they return to available), or letting it expire.
+//!
+//! Never overselling rests on one statement: `UPDATE stock SET reserved = reserved + q
+//! WHERE product_id = ? AND warehouse_id = ? AND on_hand - reserved >= q`. The database
+//! evaluates the condition at the moment of the write (PostgreSQL re-checks it after
+//! waiting for a concurrent writer's row lock; SQLite serialises writers), so two
+//! reserves can never both take the last units. Zero rows affected means someone else
+//! got there first, and the next candidate warehouse is tried.
+//!
+//! Idempotency: `reservation_id` is the primary key, inserted in the same transaction as
+//! the stock update. The same id again returns the stored reservation, whatever its
+//! status now; the same id with a different product or quantity is refused with
+//! ALREADY_EXISTS (the key already names another reservation). A concurrent duplicate
+//! loses on the key, rolls back its stock update, and returns the winner's reservation.
+//!
+//! Transitions RESERVED → COMMITTED | RELEASED | EXPIRED are conditional updates on
+//! `status = 'RESERVED'` in the same transaction as the stock change, so concurrent
+//! commits, releases and the expiry sweeper move stock exactly once between them.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Set,
+};
+
+use crate::entity::reservation::{self, Status};
+use crate::entity::{stock, warehouse};
+use crate::error::{Error, Result};
+use crate::geo::{self, Candidate};
+use crate::stock::{MAX_QUANTITY, require_key};
+use crate::txn::{begin_write, now};
+
+/// A Reserve request, decoded.
+#[derive(Debug, Clone)]
+pub struct ReserveInput {
+    pub reservation_id: String,
+    pub product_id: String,
+    pub quantity: i64,
+    pub warehouse_id: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+}
+
+/// Holds `quantity` units in one warehouse able to serve all of them.
+pub async fn reserve(
+    db: &DatabaseConnection,
+    ttl: Duration,
+    input: ReserveInput,
+) -> Result<reservation::Model> {
+    let delivery = validate(&input)?;
+    let preferred = input.warehouse_id.as_deref().filter(|w| !w.is_empty());
+    if let Some(existing) = find(db, &input.reservation_id).await? {
+        return same_or_conflict(existing, &input);
+    }
+
+    let tx = begin_write(db).await?;
+    if let Some(existing) = find(&tx, &input.reservation_id).await? {
+        tx.rollback().await?;
+        return same_or_conflict(existing, &input);
+    }
+    let order = geo::rank(
+        candidates(&tx, &input.product_id, input.quantity).await?,
+        preferred,
+        delivery,
+    );
+    let at = now();
+    let expires_at = at
+        + chrono::Duration::from_std(ttl)
+            .map_err(|e| Error::Internal(format!("reservation TTL out of range: {e}")))?;
+    for warehouse_id in order {
+        let taken = stock::Entity::update_many()
+            .col_expr(
+                stock::Column::Reserved,
+                Expr::col(stock::Column::Reserved).add(input.quantity),
+            )
+            .col_expr(stock::Column::UpdatedAt, Expr::value(at))
+            .filter(stock::Column::ProductId.eq(input.product_id.as_str()))
+            .filter(stock::Column::WarehouseId.eq(warehouse_id.as_str()))
+            .filter(
+                Expr::col(stock::Column::OnHand)
+                    .sub(Expr::col(stock::Column::Reserved))
+                    .gte(input.quantity),
+            )
+            .exec(&tx)
+            .await?;
+        if taken.rows_affected == 0 {
+            // Taken by a concurrent reserve since we read it: try the next one.
+            continue;
+        }
+        let row = reservation::ActiveModel {
+            reservation_id: Set(input.reservation_id.clone()),
+            product_id: Set(input.product_id.clone()),
+            warehouse_id: Set(warehouse_id),
+            quantity: Set(input.quantity),
+            status: Set(Status::Reserved),
+            expires_at: Set(expires_at),
+            created_at: Set(at),
+            updated_at: Set(at),
+        };
+        return match row.insert(&tx).await {
+            Ok(model) => {
+                tx.commit().await?;
+                Ok(model)
+            }
+            Err(e) if stockmesh::error::is_unique_violation(&e) => {
+                tx.rollback().await?;
+                let existing = find(db, &input.reservation_id).await?.ok_or_else(|| {
+                    Error::Internal(format!(
+                        "reservation {} collided but is not stored",
+                        input.reservation_id
+                    ))
+                })?;
+                same_or_conflict(existing, &input)
+            }
+            Err(e) => Err(e.into()),
+        };
+    }
+    tx.rollback().await?;
+    // A concurrent call with the same id may have taken the last units: for this caller
+    // that is a replay, not a shortage.
+    if let Some(existing) = find(db, &input.reservation_id).await? {
+        return same_or_conflict(existing, &input);
+    }
+    Err(short(db, &input).await?)
+}
+
+/// Delivery point, when both coordinates are given and valid.
+fn validate(input: &ReserveInput) -> Result<Option<(f64, f64)>> {
+    require_key("reservation_id", &input.reservation_id)?;
+    require_key("product_id", &input.product_id)?;
+    if input.quantity <= 0 {
+        return Err(Error::invalid("quantity", "must be > 0"));
+    }
+    if input.quantity > MAX_QUANTITY {
+        return Err(Error::invalid(
+            "quantity",
+            format!("at most {MAX_QUANTITY}"),
+        ));
+    }
+    if let Some(w) = &input.warehouse_id
+        && w.len() > crate::stock::MAX_KEY
+    {
+        return Err(Error::invalid("warehouse_id", "too long"));
+    }
+    match (input.latitude, input.longitude) {
+        (None, None) => Ok(None),
+        (Some(lat), Some(lon)) => {
+            if !lat.is_finite() || !(-90.0..=90.0).contains(&lat) {
+                return Err(Error::invalid("latitude", "must be between -90 and 90"));
+            }
+            if !lon.is_finite() || !(-180.0..=180.0).contains(&lon) {
+                return Err(Error::invalid("longitude", "must be between -180 and 180"));
+            }
+            Ok(Some((lat, lon)))
+        }
+        (Some(_), None) => Err(Error::invalid("longitude", "is required with latitude")),
+        (None, Some(_)) => Err(Error::invalid("latitude", "is required with longitude")),
+    }
+}
+
+/// Warehouses holding at least `quantity` available units of the product.
+async fn candidates(
+    db: &impl ConnectionTrait,
+    product_id: &str,
+    quantity: i64,
+) -> Result<Vec<Candidate>> {
+    let rows = stock::Entity::find()
+        .filter(stock::Column::ProductId.eq(product_id))
+        .filter(
+            Expr::col(stock::Column::OnHand)
+                .sub(Expr::col(stock::Column::Reserved))
+                .gte(quantity),
+        )
+        .all(db)
+        .await?;
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let places: HashMap<String, (f64, f64)> = warehouse::Entity::find()
+        .filter(warehouse::Column::Id.is_in(rows.iter().map(|r| r.warehouse_id.clone())))
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|w| (w.id, (w.latitude, w.longitude)))
+        .collect();
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| {
+            let (latitude, longitude) = *places.get(&r.warehouse_id)?;
+            Some(Candidate {
+                available: r.available(),
+                warehouse_id: r.warehouse_id,
+                latitude,
+                longitude,
+            })
+        })
+        .collect())
+}
+
+/// FAILED_PRECONDITION naming the product and what is available.
+async fn short(db: &DatabaseConnection, input: &ReserveInput) -> Result<Error> {
+    let rows = stock::Entity::find()
+        .filter(stock::Column::ProductId.eq(input.product_id.as_str()))
+        .all(db)
+        .await?;
+    let total: i64 = rows.iter().map(stock::Model::available).sum();
+    let largest = rows.iter().map(stock::Model::available).max().unwrap_or(0);
+    let mut msg = format!(
+        "insufficient stock for product {}: requested {}, available {total} in total",
+        input.product_id, input.quantity
+    );
+    if total >= input.quantity {
+        msg.push_str(&format!(
+            ", but no single warehouse can serve the whole quantity (at most {largest} in one)"
+        ));
+    }
+    Ok(Error::FailedPrecondition(msg))
+}
+
+fn same_or_conflict(
+    existing: reservation::Model,
+    input: &ReserveInput,
+) -> Result<reservation::Model> {
+    if existing.product_id == input.product_id && existing.quantity == input.quantity {
+        Ok(existing)
+    } else {
+        Err(Error::AlreadyExists(format!(
+            "reservation_id {:?} already names a reservation of {} units of product {}",
+            existing.reservation_id, existing.quantity, existing.product_id
+        )))
+    }
+}
+
+pub async fn find(
+    db: &impl ConnectionTrait,
+    reservation_id: &str,
+) -> Result<Option<reservation::Model>> {
+    Ok(reservation::Entity::find_by_id(reservation_id.to_string())
+        .one(db)
+        .await?)
+}
+
+pub async fn get(db: &DatabaseConnection, reservation_id: &str) -> Result<reservation::Model> {
+    require_key("reservation_id", reservation_id)?;
+    find(db, reservation_id)
+        .await?
+        .ok_or_else(|| not_found(reservation_id))
+}
+
+fn not_found(reservation_id: &str) -> Error {
+    Error::NotFound(format!("reservation {reservation_id} does not exist"))
+}
+
+/// RESERVED → COMMITTED: the units leave `on_hand` and `reserved`. Committing again
+/// returns the reservation; a RELEASED or EXPIRED one is FAILED_PRECONDITION.
+pub async fn commit(db: &DatabaseConnection, reservation_id: &str) -> Result<reservation::Model> {
+    require_key("reservation_id", reservation_id)?;
+    transition(db, reservation_id, Status::Committed).await
+}
+
+/// RESERVED → RELEASED: the units return to available. Releasing a RELEASED or EXPIRED
+/// reservation returns it; a COMMITTED one is FAILED_PRECONDITION.
+pub async fn release(db: &DatabaseConnection, reservation_id: &str) -> Result<reservation::Model> {
+    require_key("reservation_id", reservation_id)?;
+    transition(db, reservation_id, Status::Released).await
+}
+
+/// Expires RESERVED reservations whose `expires_at` has passed, returning their stock.
+/// Returns how many expired. Each one is its own transaction, so one failure leaves the
+/// others done; the failed one is logged and retried by the next sweep.
+pub async fn expire_due(db: &DatabaseConnection, batch: u64) -> Result<usize> {
+    let mut expired = 0;
+    loop {
+        let due: Vec<String> = reservation::Entity::find()
+            .select_only()
+            .column(reservation::Column::ReservationId)
+            .filter(reservation::Column::Status.eq(Status::Reserved))
+            .filter(reservation::Column::ExpiresAt.lte(now()))
+            .order_by_asc(reservation::Column::ExpiresAt)
+            .limit(batch)
+            .into_tuple()
+            .all(db)
+            .await?;
+        let full = due.len() as u64 == batch;
+        let mut failed = false;
+        for id in due {
+            match transition(db, &id, Status::Expired).await {
+                Ok(r) if r.status == Status::Expired => expired += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(reservation_id = %id, error = %e, "cannot expire reservation");
+                    failed = true;
+                }
+            }
+        }
+        // After a failure, stop: the same rows would be selected again at once.
+        if !full || failed {
+            return Ok(expired);
+        }
+    }
+}
+
+/// Moves a RESERVED reservation to `to` and its units accordingly, exactly once however
+/// many callers race; answers replays and illegal transitions from the stored status.
+async fn transition(
+    db: &DatabaseConnection,
+    reservation_id: &str,
+    to: Status,
+) -> Result<reservation::Model> {
+    let tx = begin_write(db).await?;
+    let moved = reservation::Entity::update_many()
+        .col_expr(reservation::Column::Status, Expr::value(to.name()))
+        .col_expr(reservation::Column::UpdatedAt, Expr::value(now()))
+        .filter(reservation::Column::ReservationId.eq(reservation_id))
+        .filter(reservation::Column::Status.eq(Status::Reserved))
+        .exec(&tx)
+        .await?;
+    if moved.rows_affected == 1 {
+        let r = find(&tx, reservation_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("reservation {reservation_id} vanished")))?;
+        let q = r.quantity;
+        let mut update = stock::Entity::update_many()
+            .col_expr(
+                stock::Column::Reserved,
+                Expr::col(stock::Column::Reserved).sub(q),
+            )
+            .col_expr(stock::Column::UpdatedAt, Expr::value(r.updated_at));
+        if to == Status::Committed {
+            update = update.col_expr(
+                stock::Column::OnHand,
+                Expr::col(stock::Column::OnHand).sub(q),
+            );
+        }
+        let changed = update
+            .filter(stock::Column::ProductId.eq(r.product_id.as_str()))
+            .filter(stock::Column::WarehouseId.eq(r.warehouse_id.as_str()))
+            .filter(stock::Column::Reserved.gte(q))
+            .exec(&tx)
+            .await?;
+        if changed.rows_affected != 1 {
+            tx.rollback().await?;
+            return Err(Error::Internal(format!(
+                "reservation {reservation_id} holds {q} units its stock row does not have reserved"
+            )));
+        }
+        tx.commit().await?;
+        return Ok(r);
+    }
+    tx.rollback().await?;
+    let r = find(db, reservation_id)
+        .await?
+        .ok_or_else(|| not_found(reservation_id))?;
+    match (to, r.status) {
+        (_, now_) if now_ == to => Ok(r),
+        // Releasing something that no longer holds stock (expired) is done already.
+        (Status::Released, Status::Expired) => Ok(r),
+        // The sweeper raced a commit or release: nothing to do.
+        (Status::Expired, _) => Ok(r),
+        (_, Status::Reserved) => Err(Error::Internal(format!(
+            "reservation {reservation_id} is RESERVED but could not be moved"
+        ))),
+        (to, from) => Err(Error::FailedPrecondition(format!(
+            "reservation {reservation_id} is {}; it cannot become {}",
+            from.name(),
+            to.name()
+        ))),
+    }
+}

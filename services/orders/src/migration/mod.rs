@@ -1,0 +1,19 @@
+//! Schema migrations of the orders database, applied at start by
+//! [`stockmesh::db::connect_and_migrate`] (and by `stockmesh migrate orders`).
+//!
+//! Migrations are append-only: a released migration is never edited, a change is a new
+//! file.
+
+use sea_orm_migration::prelude::*;
+
+mod m20250101_000001_orders;
+
+/// All orders migrations, oldest first.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20250101_000001_orders::Migration)]
+    }
+}

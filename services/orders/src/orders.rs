@@ -1,0 +1,296 @@
+//! Order operations after creation: reading (with ownership rules), completing and
+//! cancelling, plus the pieces the saga and the reconciler share.
+//!
+//! Complete and cancel first *claim* the order with a conditional update (PENDING →
+//! COMPLETING or CANCELLING), then make the idempotent inventory calls, then record the
+//! end state. Claiming first is what keeps a concurrent complete and cancel from
+//! interleaving (one committing some lines while the other releases the rest): only the
+//! winner of the claim touches inventory. A claimed order whose inventory calls failed
+//! stays claimed; calling the same RPC again, or the reconciler, finishes it. Clients see a
+//! claimed order as PENDING, and orders still being created not at all.
+//!
+//! A caller who may not see an order gets NOT_FOUND, exactly as for an order that does not
+//! exist, so order ids cannot be probed.
+
+use std::time::Duration;
+
+use sea_orm::DatabaseConnection;
+
+use crate::entity::order::Status;
+use crate::entity::order_item;
+use crate::error::{Error, Result};
+use crate::store::{self, OrderRecord};
+use crate::upstream::Upstreams;
+
+/// The order domain: database, upstream clients and timing settings. Cheap to clone.
+#[derive(Clone)]
+pub struct Orders {
+    pub(crate) db: DatabaseConnection,
+    pub(crate) upstreams: Upstreams,
+    /// An unfinished order untouched for this long is the reconciler's.
+    pub(crate) idle_after: Duration,
+}
+
+/// Who is asking, as far as order visibility goes.
+#[derive(Debug, Clone)]
+pub struct Viewer {
+    pub user_id: String,
+    /// OPERATOR or ADMIN: sees and manages every order.
+    pub staff: bool,
+}
+
+impl Viewer {
+    fn may_see(&self, record: &OrderRecord) -> bool {
+        self.staff || record.order.customer_id == self.user_id
+    }
+}
+
+/// Which orders a list returns.
+#[derive(Debug, Clone)]
+pub struct ListFilter {
+    /// Stored statuses to include (a client-facing status may cover several).
+    pub statuses: Vec<Status>,
+    /// Only this customer's orders.
+    pub customer_id: Option<String>,
+}
+
+fn not_found(id: &str) -> Error {
+    Error::NotFound(format!("order {id} not found"))
+}
+
+impl Orders {
+    pub fn new(db: DatabaseConnection, upstreams: Upstreams, idle_after: Duration) -> Self {
+        Self {
+            db,
+            upstreams,
+            idle_after,
+        }
+    }
+
+    /// The order as clients may see it: NOT_FOUND when absent, still being created, or
+    /// someone else's.
+    pub async fn get(&self, viewer: &Viewer, id: &str) -> Result<OrderRecord> {
+        let record = self.visible(id).await?;
+        if viewer.may_see(&record) {
+            Ok(record)
+        } else {
+            Err(not_found(id))
+        }
+    }
+
+    async fn visible(&self, id: &str) -> Result<OrderRecord> {
+        match store::record(&self.db, id).await? {
+            Some(record) if record.order.status.is_visible() => Ok(record),
+            _ => Err(not_found(id)),
+        }
+    }
+
+    /// One page of orders, newest first; returns the orders and the next page token.
+    pub async fn list(
+        &self,
+        filter: &ListFilter,
+        page: &stockmesh::pagination::Page,
+    ) -> Result<(Vec<OrderRecord>, String)> {
+        let mut records = store::list(
+            &self.db,
+            &filter.statuses,
+            filter.customer_id.as_deref(),
+            page.after.as_deref(),
+            page.fetch_limit(),
+        )
+        .await?;
+        let next = page.finish(&mut records, |r| &r.order.id);
+        Ok((records, next))
+    }
+
+    /// Commits every reservation and marks the order COMPLETED. Idempotent; a cancelled
+    /// order is FAILED_PRECONDITION.
+    pub async fn complete(&self, id: &str) -> Result<OrderRecord> {
+        // A lost claim means the order just changed; look again (bounded).
+        for _ in 0..3 {
+            let record = self.visible(id).await?;
+            match record.order.status {
+                Status::Completed => return Ok(record),
+                Status::Cancelled => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "order {id} is cancelled; it cannot be completed"
+                    )));
+                }
+                Status::Cancelling => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "order {id} is being cancelled; it cannot be completed"
+                    )));
+                }
+                Status::Pending => {
+                    let claimed = store::transition(
+                        &self.db,
+                        id,
+                        &[Status::Pending],
+                        None,
+                        Status::Completing,
+                        None,
+                    )
+                    .await?;
+                    if !claimed {
+                        continue;
+                    }
+                }
+                Status::Completing | Status::Creating | Status::Aborting => {}
+            }
+            self.finish_completing(id, &record.items).await?;
+            return self.visible(id).await;
+        }
+        Err(Error::Aborted(format!(
+            "order {id} is changing concurrently; retry"
+        )))
+    }
+
+    /// Cancels the order, releasing every reservation. Idempotent; a completed order is
+    /// FAILED_PRECONDITION. Customers may cancel only their own orders.
+    pub async fn cancel(&self, viewer: &Viewer, id: &str, reason: &str) -> Result<OrderRecord> {
+        let reason = match reason.trim() {
+            "" if viewer.staff => "cancelled by an operator",
+            "" => "cancelled by the customer",
+            r => r,
+        };
+        for _ in 0..3 {
+            let record = self.get(viewer, id).await?;
+            match record.order.status {
+                Status::Cancelled => return Ok(record),
+                Status::Completed => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "order {id} is completed; it cannot be cancelled"
+                    )));
+                }
+                Status::Completing => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "order {id} is being completed; it cannot be cancelled"
+                    )));
+                }
+                Status::Pending => {
+                    let claimed = store::transition(
+                        &self.db,
+                        id,
+                        &[Status::Pending],
+                        None,
+                        Status::Cancelling,
+                        Some(reason),
+                    )
+                    .await?;
+                    if !claimed {
+                        continue;
+                    }
+                }
+                Status::Cancelling | Status::Creating | Status::Aborting => {}
+            }
+            self.finish_cancelling(id, &record.items).await?;
+            return self.visible(id).await;
+        }
+        Err(Error::Aborted(format!(
+            "order {id} is changing concurrently; retry"
+        )))
+    }
+
+    /// COMPLETING → COMPLETED once every reservation is committed. A reservation that can
+    /// no longer be committed (released, expired) sends the order back to PENDING with
+    /// FAILED_PRECONDITION; any other failure leaves it COMPLETING for a retry.
+    pub(crate) async fn finish_completing(
+        &self,
+        id: &str,
+        items: &[order_item::Model],
+    ) -> Result<()> {
+        for item in items {
+            match self.upstreams.commit(&item.reservation_id).await {
+                Ok(()) => {}
+                Err(Error::FailedPrecondition(why) | Error::NotFound(why)) => {
+                    tracing::warn!(order_id = id, reservation_id = %item.reservation_id, %why, "reservation cannot be committed");
+                    store::transition(
+                        &self.db,
+                        id,
+                        &[Status::Completing],
+                        None,
+                        Status::Pending,
+                        None,
+                    )
+                    .await?;
+                    return Err(Error::FailedPrecondition(format!(
+                        "order {id} cannot be completed: {why}"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        store::transition(
+            &self.db,
+            id,
+            &[Status::Completing],
+            None,
+            Status::Completed,
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// CANCELLING → CANCELLED once every reservation is released. A committed reservation
+    /// (which only a bug or manual intervention produces) sends the order back to PENDING
+    /// with FAILED_PRECONDITION; any other failure leaves it CANCELLING for a retry.
+    pub(crate) async fn finish_cancelling(
+        &self,
+        id: &str,
+        items: &[order_item::Model],
+    ) -> Result<()> {
+        for item in items {
+            match self.upstreams.release(&item.reservation_id).await {
+                Ok(()) => {}
+                Err(Error::FailedPrecondition(why)) => {
+                    tracing::error!(order_id = id, reservation_id = %item.reservation_id, %why, "reservation of a pending order cannot be released");
+                    store::transition(
+                        &self.db,
+                        id,
+                        &[Status::Cancelling],
+                        None,
+                        Status::Pending,
+                        None,
+                    )
+                    .await?;
+                    return Err(Error::FailedPrecondition(format!(
+                        "order {id} cannot be cancelled: {why}"
+                    )));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        store::transition(
+            &self.db,
+            id,
+            &[Status::Cancelling],
+            None,
+            Status::Cancelled,
+            None,
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Releases the reservations of `items` (of an order that never became PENDING).
+    /// Tries every line even after a failure; true when all are released.
+    pub(crate) async fn release_lines(&self, order_id: &str, items: &[order_item::Model]) -> bool {
+        let mut all = true;
+        for item in items {
+            match self.upstreams.release(&item.reservation_id).await {
+                Ok(()) => {}
+                // Committed: cannot happen for an order that was never PENDING, and
+                // retrying would not change it; report and move on.
+                Err(Error::FailedPrecondition(why)) => {
+                    tracing::error!(order_id, reservation_id = %item.reservation_id, %why, "reservation of an unfinished order is committed");
+                }
+                Err(e) => {
+                    tracing::warn!(order_id, reservation_id = %item.reservation_id, error = %e, "cannot release reservation yet");
+                    all = false;
+                }
+            }
+        }
+        all
+    }
+}

@@ -1,0 +1,397 @@
+//! CreateOrder as a saga over products (price snapshot) and inventory (reservations).
+//!
+//! 1. Validate the request.
+//! 2. Idempotency: an order with this (customer, request id) already exists → return it,
+//!    after waiting for it if its saga is still running (a concurrent replay).
+//! 3. BatchGetProducts for the name and price snapshot (one currency for all lines).
+//! 4. Insert the order *intent* (status CREATING, lines with their deterministic
+//!    reservation ids `<order id>-<line>`). The unique index on (customer, request id)
+//!    arbitrates concurrent calls: the loser goes back to step 2.
+//! 5. Reserve each line, as the orders service, with the delivery point and preferred
+//!    warehouse.
+//! 6. CREATING → PENDING with each line's warehouse.
+//!
+//! On failure the saga claims the intent (CREATING → ABORTING), releases every line it
+//! tried (including the one whose outcome is unknown: Release is idempotent and a
+//! reservation inventory never took counts as released) and deletes the intent, so the
+//! same request id can be tried again; the caller gets the cause. When releasing fails
+//! too (inventory down), the intent stays ABORTING and the reconciler finishes the job,
+//! leaving the order CANCELLED. A crash at any step leaves CREATING or ABORTING, which
+//! the reconciler also finishes (see [`crate::reconciler`]). Either way no stock stays
+//! reserved for an order that is not PENDING, and no PENDING order lacks a reservation.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::entity::order::{self, Status};
+use crate::entity::order_item;
+use crate::error::{Error, Result};
+use crate::orders::Orders;
+use crate::store::{self, OrderRecord};
+use crate::upstream::ReserveLine;
+
+/// Most lines an order may have.
+pub const MAX_ITEMS: usize = 100;
+/// Longest accepted request id.
+pub const MAX_REQUEST_ID_LEN: usize = 200;
+/// Currency of a product that names none (API default).
+const DEFAULT_CURRENCY: &str = "USD";
+/// How long a replay waits for the first call with its request id to finish.
+const REPLAY_WAIT: Duration = Duration::from_secs(10);
+/// Insert attempts before giving up on a request id whose intents keep vanishing
+/// (each vanishing is a concurrent attempt that failed and was rolled back).
+const CREATE_ATTEMPTS: usize = 3;
+
+/// A validated-to-be CreateOrder request.
+#[derive(Debug, Clone)]
+pub struct NewOrder {
+    /// Whose order it is (already authorised by the handler).
+    pub customer_id: String,
+    pub request_id: String,
+    pub items: Vec<NewItem>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    pub warehouse_id: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewItem {
+    pub product_id: String,
+    pub quantity: i64,
+}
+
+/// INVALID_ARGUMENT naming the first bad field.
+pub fn validate(new: &NewOrder) -> Result<()> {
+    if new.request_id.trim().is_empty() {
+        return Err(Error::invalid("request_id", "is required"));
+    }
+    if new.request_id.len() > MAX_REQUEST_ID_LEN {
+        return Err(Error::invalid(
+            "request_id",
+            format!("must be at most {MAX_REQUEST_ID_LEN} bytes"),
+        ));
+    }
+    if new.items.is_empty() {
+        return Err(Error::invalid("items", "must have at least one line"));
+    }
+    if new.items.len() > MAX_ITEMS {
+        return Err(Error::invalid(
+            "items",
+            format!("must have at most {MAX_ITEMS} lines"),
+        ));
+    }
+    for (i, item) in new.items.iter().enumerate() {
+        if item.product_id.trim().is_empty() {
+            return Err(Error::invalid(
+                format!("items[{i}].product_id"),
+                "is required",
+            ));
+        }
+        if item.quantity <= 0 {
+            return Err(Error::invalid(
+                format!("items[{i}].quantity"),
+                "must be greater than 0",
+            ));
+        }
+    }
+    match (new.latitude, new.longitude) {
+        (None, None) => {}
+        (Some(_), None) => return Err(Error::invalid("longitude", "is required with latitude")),
+        (None, Some(_)) => return Err(Error::invalid("latitude", "is required with longitude")),
+        (Some(lat), Some(lon)) => {
+            if !(-90.0..=90.0).contains(&lat) {
+                return Err(Error::invalid("latitude", "must be between -90 and 90"));
+            }
+            if !(-180.0..=180.0).contains(&lon) {
+                return Err(Error::invalid("longitude", "must be between -180 and 180"));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Orders {
+    /// Places an order (see the module docs). Idempotent by (customer, request id).
+    pub async fn create(&self, new: NewOrder) -> Result<OrderRecord> {
+        validate(&new)?;
+        for _ in 0..CREATE_ATTEMPTS {
+            if let Some(existing) =
+                store::by_request(&self.db, &new.customer_id, &new.request_id).await?
+            {
+                match self.settled(existing).await? {
+                    Some(record) => return Ok(record),
+                    // Rolled back meanwhile: this call may try afresh.
+                    None => continue,
+                }
+            }
+            let intent = self.intent(&new).await?;
+            match store::insert(&self.db, &intent).await {
+                Ok(()) => return self.reserve_all(intent, &new).await,
+                Err(e) if stockmesh::error::is_unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(Error::Aborted(format!(
+            "request_id {:?} is being used by concurrent calls; retry",
+            new.request_id
+        )))
+    }
+
+    /// Waits (bounded) until an existing order is visible, i.e. its saga ended. `None`
+    /// when it was rolled back and deleted.
+    async fn settled(&self, mut current: order::Model) -> Result<Option<OrderRecord>> {
+        let give_up = Instant::now() + REPLAY_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if current.status.is_visible() {
+                return Ok(store::record(&self.db, &current.id).await?);
+            }
+            if Instant::now() >= give_up {
+                return Err(Error::Aborted(format!(
+                    "an earlier CreateOrder with request_id {:?} is still in progress; retry later",
+                    current.request_id
+                )));
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(100));
+            match store::order(&self.db, &current.id).await? {
+                Some(order) => current = order,
+                None => return Ok(None),
+            }
+        }
+    }
+
+    /// The order intent: lines with the products' names and prices, CREATING.
+    async fn intent(&self, new: &NewOrder) -> Result<OrderRecord> {
+        let mut ids: Vec<String> = Vec::new();
+        for item in &new.items {
+            if !ids.contains(&item.product_id) {
+                ids.push(item.product_id.clone());
+            }
+        }
+        let products: HashMap<String, _> = self
+            .upstreams
+            .products(ids)
+            .await?
+            .into_iter()
+            .map(|p| (p.id.clone(), p))
+            .collect();
+
+        let order_id = uuid::Uuid::now_v7().to_string();
+        let mut currency: Option<String> = None;
+        let mut total: i64 = 0;
+        let mut items = Vec::with_capacity(new.items.len());
+        for (line, item) in new.items.iter().enumerate() {
+            let product = products
+                .get(&item.product_id)
+                .ok_or_else(|| Error::NotFound(format!("product {} not found", item.product_id)))?;
+            let line_currency = if product.currency.is_empty() {
+                DEFAULT_CURRENCY
+            } else {
+                product.currency.as_str()
+            };
+            match &currency {
+                None => currency = Some(line_currency.to_string()),
+                Some(c) if c != line_currency => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "items: all lines must share one currency; {} is priced in {line_currency}, earlier lines in {c}",
+                        item.product_id
+                    )));
+                }
+                Some(_) => {}
+            }
+            total = item
+                .quantity
+                .checked_mul(product.price_cents)
+                .and_then(|line_total| total.checked_add(line_total))
+                .ok_or_else(|| Error::invalid("items", "the order total is too large"))?;
+            let line = i32::try_from(line).map_err(|e| Error::Internal(e.to_string()))?;
+            items.push(order_item::Model {
+                order_id: order_id.clone(),
+                line,
+                product_id: item.product_id.clone(),
+                product_name: product.name.clone(),
+                quantity: item.quantity,
+                unit_price_cents: product.price_cents,
+                warehouse_id: String::new(),
+                reservation_id: format!("{order_id}-{line}"),
+            });
+        }
+        let now = store::now();
+        Ok(OrderRecord {
+            order: order::Model {
+                id: order_id,
+                customer_id: new.customer_id.clone(),
+                request_id: new.request_id.clone(),
+                status: Status::Creating,
+                total_cents: total,
+                currency: currency.unwrap_or_else(|| DEFAULT_CURRENCY.to_string()),
+                cancel_reason: String::new(),
+                version: 0,
+                created_at: now,
+                updated_at: now,
+            },
+            items,
+        })
+    }
+
+    /// Steps 5 and 6 for an inserted intent.
+    async fn reserve_all(&self, intent: OrderRecord, new: &NewOrder) -> Result<OrderRecord> {
+        let id = intent.order.id.as_str();
+        // Often enough that the reconciler never mistakes a live saga for a dead one.
+        let beat_every = self.idle_after / 3;
+        let mut last_beat = Instant::now();
+        let mut warehouses = Vec::with_capacity(intent.items.len());
+        for (i, item) in intent.items.iter().enumerate() {
+            if i > 0 && last_beat.elapsed() >= beat_every {
+                match store::heartbeat(&self.db, id).await {
+                    Ok(true) => last_beat = Instant::now(),
+                    Ok(false) => return Err(self.taken_over(&intent).await),
+                    Err(e) => return Err(self.abandon(&intent, i, e.into()).await),
+                }
+            }
+            let reserved = self
+                .upstreams
+                .reserve(ReserveLine {
+                    reservation_id: item.reservation_id.clone(),
+                    product_id: item.product_id.clone(),
+                    quantity: item.quantity,
+                    warehouse_id: new.warehouse_id.clone(),
+                    latitude: new.latitude,
+                    longitude: new.longitude,
+                })
+                .await;
+            match reserved {
+                Ok(r) => warehouses.push(r.warehouse_id),
+                // Line i's outcome may be unknown: it is released with the others.
+                Err(e) => return Err(self.abandon(&intent, i + 1, e).await),
+            }
+        }
+        match store::mark_pending(&self.db, id, None, &warehouses).await {
+            Ok(true) => {}
+            Ok(false) => {
+                // The reconciler decided first. It completes an intent only when every
+                // line is reserved, which they are: then the order stands.
+                match store::record(&self.db, id).await? {
+                    Some(record) if record.order.status.is_visible() => return Ok(record),
+                    _ => return Err(self.taken_over(&intent).await),
+                }
+            }
+            Err(e) => return Err(self.abandon(&intent, intent.items.len(), e.into()).await),
+        }
+        store::record(&self.db, id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("order {id} vanished after it became PENDING")))
+    }
+
+    /// Rolls back a failed saga whose first `tried` lines may hold reservations, and
+    /// returns `cause` for the caller.
+    async fn abandon(&self, intent: &OrderRecord, tried: usize, cause: Error) -> Error {
+        let id = intent.order.id.as_str();
+        let reason = format!("saga did not complete: {cause}");
+        match store::transition(
+            &self.db,
+            id,
+            &[Status::Creating],
+            None,
+            Status::Aborting,
+            Some(&reason),
+        )
+        .await
+        {
+            Ok(true) => {
+                let tried = &intent.items[..tried.min(intent.items.len())];
+                if self.release_lines(id, tried).await {
+                    if let Err(e) = store::delete_aborted(&self.db, id).await {
+                        tracing::warn!(order_id = id, error = %e, "cannot delete rolled-back order intent; the reconciler will cancel it");
+                    }
+                } else {
+                    tracing::warn!(
+                        order_id = id,
+                        "reservations of a failed order not all released; the reconciler will finish"
+                    );
+                }
+            }
+            // The reconciler took the intent over; it finishes the rollback.
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(order_id = id, error = %e, "cannot mark failed order intent; the reconciler will finish it");
+            }
+        }
+        cause
+    }
+
+    /// The reconciler claimed this saga's intent (it looked dead). Release what this saga
+    /// reserved (the reconciler may have looked before the last reservation landed).
+    async fn taken_over(&self, intent: &OrderRecord) -> Error {
+        let id = intent.order.id.as_str();
+        if !self.release_lines(id, &intent.items).await {
+            tracing::warn!(
+                order_id = id,
+                "reservations of a taken-over order not all released; the reconciler will finish"
+            );
+        }
+        Error::Aborted(
+            "order creation took too long and was rolled back; retry with the same request_id"
+                .into(),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(items: Vec<NewItem>) -> NewOrder {
+        NewOrder {
+            customer_id: "c".into(),
+            request_id: "r".into(),
+            items,
+            latitude: None,
+            longitude: None,
+            warehouse_id: None,
+        }
+    }
+
+    fn item(product_id: &str, quantity: i64) -> NewItem {
+        NewItem {
+            product_id: product_id.into(),
+            quantity,
+        }
+    }
+
+    fn field_of(new: &NewOrder) -> String {
+        match validate(new) {
+            Err(Error::InvalidField { field, .. }) => field,
+            other => panic!("expected an invalid field, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        assert!(validate(&order(vec![item("p", 1)])).is_ok());
+        assert_eq!(field_of(&order(vec![])), "items");
+        assert_eq!(field_of(&order(vec![item("p", 1); MAX_ITEMS + 1])), "items");
+        assert!(validate(&order(vec![item("p", 1); MAX_ITEMS])).is_ok());
+        assert_eq!(
+            field_of(&order(vec![item("p", 1), item("", 1)])),
+            "items[1].product_id"
+        );
+        assert_eq!(field_of(&order(vec![item("p", 0)])), "items[0].quantity");
+        assert_eq!(field_of(&order(vec![item("p", -3)])), "items[0].quantity");
+        let mut o = order(vec![item("p", 1)]);
+        o.request_id = " ".into();
+        assert_eq!(field_of(&o), "request_id");
+        o.request_id = "r".into();
+        o.latitude = Some(91.0);
+        o.longitude = Some(0.0);
+        assert_eq!(field_of(&o), "latitude");
+        o.latitude = Some(-90.0);
+        o.longitude = Some(180.5);
+        assert_eq!(field_of(&o), "longitude");
+        o.longitude = None;
+        assert_eq!(field_of(&o), "longitude");
+        o.longitude = Some(f64::NAN);
+        assert_eq!(field_of(&o), "longitude");
+    }
+}

@@ -1,0 +1,47 @@
+//! Integration tests of the orders service: the real auth, products, inventory and orders
+//! servers started in-process on ephemeral ports and called over gRPC as clients and
+//! other services do. Every test runs on SQLite and on PostgreSQL, and ends by checking
+//! that the stock books balance (reserved = units of pending orders, on hand = restocked
+//! minus units of completed orders).
+
+mod access;
+mod lifecycle;
+mod recovery;
+mod saga;
+mod support;
+
+use access::{
+    customers_see_only_their_own_orders, list_filters_by_status_and_pages_newest_first, rbac_matrix,
+};
+use lifecycle::{
+    complete_commits_and_cancel_releases_idempotently,
+    concurrent_complete_and_cancel_have_one_winner, customers_cannot_cancel_other_peoples_orders,
+};
+use recovery::{
+    interrupted_orders_are_finished_by_the_reconciler,
+    inventory_down_mid_saga_fails_unavailable_and_converges,
+};
+use saga::{
+    a_short_line_rolls_back_the_lines_before_it,
+    bad_requests_are_refused_before_anything_is_reserved,
+    fifty_concurrent_orders_for_twenty_units_never_oversell,
+    order_snapshots_prices_and_reserves_in_the_nearest_able_warehouse,
+    replays_return_the_same_order_and_reserve_once, staff_may_order_for_a_customer,
+};
+
+stockmesh::db_tests!(
+    order_snapshots_prices_and_reserves_in_the_nearest_able_warehouse,
+    bad_requests_are_refused_before_anything_is_reserved,
+    staff_may_order_for_a_customer,
+    fifty_concurrent_orders_for_twenty_units_never_oversell,
+    replays_return_the_same_order_and_reserve_once,
+    a_short_line_rolls_back_the_lines_before_it,
+    inventory_down_mid_saga_fails_unavailable_and_converges,
+    interrupted_orders_are_finished_by_the_reconciler,
+    complete_commits_and_cancel_releases_idempotently,
+    customers_cannot_cancel_other_peoples_orders,
+    concurrent_complete_and_cancel_have_one_winner,
+    rbac_matrix,
+    customers_see_only_their_own_orders,
+    list_filters_by_status_and_pages_newest_first,
+);
