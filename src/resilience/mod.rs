@@ -1,7 +1,35 @@
 //! The outbound resilience stack, one tower layer per file. [`crate::client`] assembles
-//! them in one place, so their order reads in a few lines.
+//! them in one place, so their order reads in a few lines:
+//!
+//! ```text
+//! deadline  → retry → limit → [balance →] breaker → attempt deadline → tonic Channel
+//! ```
+//!
+//! * [`deadline`]: every call has a deadline (the caller's, the inbound request's, or
+//!   the upstream default); nothing outlives it.
+//! * [`retry`]: retries UNAVAILABLE/transport failures of methods that are safe to repeat
+//!   ([`idempotency`]), with jittered exponential backoff, inside a retry budget.
+//! * [`limit`]: bulkhead; sheds calls beyond the upstream's concurrency limit.
+//! * [`balance`]: power-of-two-choices over peak-EWMA across the upstream's endpoints;
+//!   an endpoint whose breaker is open is ejected.
+//! * [`breaker`]: failsafe's circuit breaker with a one-probe half-open gate, per
+//!   endpoint; with one endpoint it is the upstream's breaker and fails calls fast.
+//! * [`classify`]: the one table saying what a result means to retry and breaker.
+//!
+//! Every setting is in [`ResilienceArgs`] (`STOCKMESH_*`), validated once by
+//! [`Settings::try_new`]. Metrics (through the `metrics` facade):
+//! `stockmesh_upstream_breaker_state` (gauge: 0 closed, 1 half-open, 2 open),
+//! `stockmesh_upstream_breaker_transitions_total`, `stockmesh_upstream_breaker_rejected_total`,
+//! `stockmesh_upstream_retries_total`, `stockmesh_upstream_retry_budget_exhausted_total`,
+//! `stockmesh_upstream_shed_total`, labelled by `upstream` (and `endpoint`).
 
+pub mod balance;
+pub mod breaker;
+pub mod classify;
 pub mod deadline;
+pub mod idempotency;
+pub mod limit;
+pub mod retry;
 mod settings;
 
-pub use settings::ResilienceArgs;
+pub use settings::{ResilienceArgs, Settings, SettingsError};

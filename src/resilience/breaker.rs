@@ -1,0 +1,794 @@
+//! Circuit breaker: stop calling an endpoint that is failing, fail fast meanwhile, and
+//! let exactly one probe find out when it is back.
+//!
+//! The state machine is `failsafe`'s (closed → open → half-open → closed/open), driven by
+//! a failure policy made here:
+//! * it opens after `STOCKMESH_BREAKER_FAILURES` consecutive failures, or when the success
+//!   rate over `STOCKMESH_BREAKER_WINDOW_SECS` falls below
+//!   `STOCKMESH_BREAKER_SUCCESS_RATE_PERCENT` (given enough calls);
+//! * it stays open `STOCKMESH_BREAKER_OPEN_MS`, doubling with every failed probe up to
+//!   `STOCKMESH_BREAKER_MAX_OPEN_MS` ([`open_duration`]); a successful probe resets that.
+//!
+//! What counts is decided by [`classify`](super::classify): UNAVAILABLE,
+//! DEADLINE_EXCEEDED and transport errors are failures; business answers (NOT_FOUND,
+//! FAILED_PRECONDITION…) are successes, since the upstream did answer.
+//!
+//! failsafe admits *every* call while half-open. Here a [`BreakerState`] serialises its
+//! state machine behind one lock and adds a probe gate: while half-open, one call (the
+//! probe) is admitted and the others are refused until its result is known. Results of
+//! calls admitted before the last transition are stale and ignored (a slow success from
+//! before the trip must not close the breaker), which a per-transition epoch tracks.
+//!
+//! [`BreakerLayer`] is the fail-fast face used in front of a single-endpoint upstream: a
+//! refused call ends at once with UNAVAILABLE naming the upstream. Behind a balancer the
+//! same state instead makes the endpoint not ready, so the balancer picks another
+//! ([`super::balance`]). Transitions are logged at WARN and exported as metrics
+//! (`stockmesh_upstream_breaker_state`: 0 closed, 1 half-open, 2 open;
+//! `stockmesh_upstream_breaker_transitions_total`; `stockmesh_upstream_breaker_rejected_total`).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use failsafe::failure_policy::{ConsecutiveFailures, consecutive_failures};
+use failsafe::{FailurePolicy, Instrument, StateMachine};
+use futures::task::AtomicWaker;
+use pin_project_lite::pin_project;
+use tonic::{Code, Status};
+use tower::{Layer, Service};
+
+use super::classify::{Failure, Outcome, Rejected, classify};
+use super::settings::{ResilienceArgs, SettingsError, check_range};
+
+
+// === impl BreakerSettings ===
+
+/// Validated breaker settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSettings {
+    /// Consecutive failures that open the breaker.
+    pub failures: u32,
+    /// First open period.
+    pub open: Duration,
+    /// Longest open period.
+    pub max_open: Duration,
+    /// Success rate (0..=1) below which the breaker opens; `None` disables the rule.
+    pub success_rate: Option<f64>,
+    /// Window of the success-rate rule (whole seconds, as failsafe measures it).
+    pub window: Duration,
+    /// Calls in the window before the success-rate rule applies.
+    pub min_requests: u32,
+}
+
+impl BreakerSettings {
+    pub fn try_new(args: &ResilienceArgs) -> Result<Self, SettingsError> {
+        let day_ms = 24 * 3600 * 1000;
+        let failures = check_range(
+            "STOCKMESH_BREAKER_FAILURES",
+            args.breaker_failures.into(),
+            1,
+            1_000_000,
+        )?;
+        let open = check_range("STOCKMESH_BREAKER_OPEN_MS", args.breaker_open_ms, 1, day_ms)?;
+        let max_open = check_range(
+            "STOCKMESH_BREAKER_MAX_OPEN_MS",
+            args.breaker_max_open_ms,
+            1,
+            day_ms,
+        )?;
+        if max_open < open {
+            return Err(SettingsError::BelowOther {
+                name: "STOCKMESH_BREAKER_MAX_OPEN_MS",
+                value: max_open,
+                other: "STOCKMESH_BREAKER_OPEN_MS",
+                other_value: open,
+            });
+        }
+        let rate = check_range(
+            "STOCKMESH_BREAKER_SUCCESS_RATE_PERCENT",
+            args.breaker_success_rate_percent.into(),
+            0,
+            100,
+        )?;
+        let window = check_range(
+            "STOCKMESH_BREAKER_WINDOW_SECS",
+            args.breaker_window_secs,
+            1,
+            3600,
+        )?;
+        let min_requests = check_range(
+            "STOCKMESH_BREAKER_MIN_REQUESTS",
+            args.breaker_min_requests.into(),
+            1,
+            1_000_000,
+        )?;
+        Ok(Self {
+            failures: failures as u32,
+            open: Duration::from_millis(open),
+            max_open: Duration::from_millis(max_open),
+            success_rate: (rate > 0).then(|| rate as f64 / 100.0),
+            window: Duration::from_secs(window),
+            min_requests: min_requests as u32,
+        })
+    }
+}
+
+// === open periods ===
+
+/// How long the breaker stays open after its `trip`-th consecutive trip (0 for the first):
+/// `base · 2^trip`, never more than `max` (and never less than `base` when `base <= max`).
+pub fn open_duration(base: Duration, max: Duration, trip: u32) -> Duration {
+    let factor = 1u32.checked_shl(trip).unwrap_or(u32::MAX);
+    base.checked_mul(factor).unwrap_or(max).min(max)
+}
+
+/// The open periods of successive trips, as the iterator failsafe's policies take.
+#[derive(Debug, Clone)]
+struct OpenBackoff {
+    base: Duration,
+    max: Duration,
+    trip: u32,
+}
+
+impl Iterator for OpenBackoff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        let d = open_duration(self.base, self.max, self.trip);
+        self.trip = self.trip.saturating_add(1);
+        Some(d)
+    }
+}
+
+// === state shared with failsafe's callbacks ===
+
+const CLOSED: u8 = 0;
+const HALF_OPEN: u8 = 1;
+const OPEN: u8 = 2;
+
+/// A breaker's state, as seen from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BreakerStatus {
+    Closed,
+    HalfOpen,
+    Open,
+}
+
+struct Shared {
+    upstream: &'static str,
+    endpoint: Arc<str>,
+    state: AtomicU8,
+    /// Bumped on every transition; results of calls admitted in an older epoch are stale.
+    epoch: AtomicU64,
+    /// Open period chosen by the policy for the trip in progress (nanoseconds).
+    last_open_ns: AtomicU64,
+    /// When the current open period ends.
+    open_until: Mutex<Option<Instant>>,
+    probe_in_flight: AtomicBool,
+    /// Set while recording a failure that must open the breaker at once.
+    trip_now: AtomicBool,
+    /// Woken when a probe finishes, for an ejected endpoint waiting to be ready.
+    waker: AtomicWaker,
+}
+
+impl Shared {
+    fn status(&self) -> BreakerStatus {
+        match self.state.load(Ordering::Acquire) {
+            CLOSED => BreakerStatus::Closed,
+            HALF_OPEN => BreakerStatus::HalfOpen,
+            _ => BreakerStatus::Open,
+        }
+    }
+
+    fn open_until(&self) -> Option<Instant> {
+        *self
+            .open_until
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn transition(&self, to: u8) -> u8 {
+        let from = self.state.swap(to, Ordering::AcqRel);
+        if from != to {
+            self.epoch.fetch_add(1, Ordering::AcqRel);
+            let name = match to {
+                CLOSED => "closed",
+                HALF_OPEN => "half_open",
+                _ => "open",
+            };
+            metrics::gauge!(
+                "stockmesh_upstream_breaker_state",
+                "upstream" => self.upstream,
+                "endpoint" => self.endpoint.to_string()
+            )
+            .set(f64::from(to));
+            metrics::counter!(
+                "stockmesh_upstream_breaker_transitions_total",
+                "upstream" => self.upstream,
+                "endpoint" => self.endpoint.to_string(),
+                "to" => name
+            )
+            .increment(1);
+        }
+        from
+    }
+}
+
+/// failsafe's instrument: mirrors the state, logs transitions.
+struct Tracker(Arc<Shared>);
+
+impl Instrument for Tracker {
+    fn on_call_rejected(&self) {}
+
+    fn on_open(&self) {
+        let s = &self.0;
+        let open_for = Duration::from_nanos(s.last_open_ns.load(Ordering::Acquire));
+        *s.open_until.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some(Instant::now() + open_for);
+        s.transition(OPEN);
+        tracing::warn!(
+            upstream = s.upstream,
+            endpoint = %s.endpoint,
+            open_for_ms = open_for.as_millis() as u64,
+            "circuit breaker opened: calls fail fast until a probe succeeds"
+        );
+    }
+
+    fn on_half_open(&self) {
+        let s = &self.0;
+        s.transition(HALF_OPEN);
+        tracing::warn!(
+            upstream = s.upstream,
+            endpoint = %s.endpoint,
+            "circuit breaker half-open: admitting one probe"
+        );
+    }
+
+    fn on_closed(&self) {
+        let s = &self.0;
+        *s.open_until.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        if s.transition(CLOSED) != CLOSED {
+            tracing::warn!(
+                upstream = s.upstream,
+                endpoint = %s.endpoint,
+                "circuit breaker closed: probe succeeded, traffic flows again"
+            );
+        }
+    }
+}
+
+/// The failure policy: failsafe's consecutive-failures and success-rate rules with this
+/// module's open periods, plus "open now" for a refused connection behind a balancer. It
+/// also records the open period it picks, which failsafe does not tell its instrument.
+struct Policy {
+    rules: Box<dyn FailurePolicy + Send>,
+    forced: OpenBackoff,
+    fresh_forced: OpenBackoff,
+    shared: Arc<Shared>,
+}
+
+impl FailurePolicy for Policy {
+    fn record_success(&mut self) {
+        self.rules.record_success();
+    }
+
+    fn mark_dead_on_failure(&mut self) -> Option<Duration> {
+        let mut open_for = self.rules.mark_dead_on_failure();
+        if open_for.is_none() && self.shared.trip_now.load(Ordering::Acquire) {
+            open_for = self.forced.next();
+        }
+        if let Some(d) = open_for {
+            let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            self.shared.last_open_ns.store(ns, Ordering::Release);
+        }
+        open_for
+    }
+
+    fn revived(&mut self) {
+        self.rules.revived();
+        self.forced = self.fresh_forced.clone();
+    }
+}
+
+fn rules(settings: &BreakerSettings) -> Box<dyn FailurePolicy + Send> {
+    let backoff = OpenBackoff {
+        base: settings.open,
+        max: settings.max_open,
+        trip: 0,
+    };
+    let consecutive: ConsecutiveFailures<OpenBackoff> =
+        consecutive_failures(settings.failures, backoff.clone());
+    match settings.success_rate {
+        Some(rate) => Box::new(consecutive.or_else(
+            failsafe::failure_policy::success_rate_over_time_window(
+                rate,
+                settings.min_requests,
+                settings.window,
+                backoff,
+            ),
+        )),
+        None => Box::new(consecutive),
+    }
+}
+
+// === impl BreakerState ===
+
+struct Core {
+    machine: StateMachine<Policy, Tracker>,
+}
+
+/// One breaker: failsafe's state machine, a one-probe gate, and the labels it reports
+/// under. Shared (`Arc`) by every clone of the service it guards.
+pub struct BreakerState {
+    shared: Arc<Shared>,
+    core: Mutex<Core>,
+    /// Behind a balancer a refused connection opens the breaker at once: other endpoints
+    /// can serve, and the balancer must stop picking this one (it fails fastest).
+    open_on_connect_error: bool,
+}
+
+impl std::fmt::Debug for BreakerState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BreakerState")
+            .field("upstream", &self.shared.upstream)
+            .field("endpoint", &self.shared.endpoint)
+            .field("status", &self.shared.status())
+            .finish()
+    }
+}
+
+impl BreakerState {
+    pub fn new(
+        upstream: &'static str,
+        endpoint: impl Into<Arc<str>>,
+        settings: &BreakerSettings,
+        open_on_connect_error: bool,
+    ) -> Arc<Self> {
+        let shared = Arc::new(Shared {
+            upstream,
+            endpoint: endpoint.into(),
+            state: AtomicU8::new(CLOSED),
+            epoch: AtomicU64::new(0),
+            last_open_ns: AtomicU64::new(0),
+            open_until: Mutex::new(None),
+            probe_in_flight: AtomicBool::new(false),
+            trip_now: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
+        });
+        let forced = OpenBackoff {
+            base: settings.open,
+            max: settings.max_open,
+            trip: 0,
+        };
+        let policy = Policy {
+            rules: rules(settings),
+            forced: forced.clone(),
+            fresh_forced: forced,
+            shared: shared.clone(),
+        };
+        let machine = failsafe::Config::new()
+            .failure_policy(policy)
+            .instrument(Tracker(shared.clone()))
+            .build();
+        metrics::gauge!(
+            "stockmesh_upstream_breaker_state",
+            "upstream" => upstream,
+            "endpoint" => shared.endpoint.to_string()
+        )
+        .set(f64::from(CLOSED));
+        Arc::new(Self {
+            shared,
+            core: Mutex::new(Core { machine }),
+            open_on_connect_error,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Core> {
+        self.core.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn upstream(&self) -> &'static str {
+        self.shared.upstream
+    }
+
+    pub fn endpoint(&self) -> &str {
+        &self.shared.endpoint
+    }
+
+    pub fn status(&self) -> BreakerStatus {
+        self.shared.status()
+    }
+
+    /// Asks to make a call. The permit must be given the call's outcome
+    /// ([`Permit::record`]); dropped without one it only frees the probe slot.
+    pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, Rejected> {
+        let core = self.lock();
+        if !core.machine.is_call_permitted() {
+            drop(core);
+            self.count_rejected();
+            return Err(Rejected::BreakerOpen);
+        }
+        let probe = match self.shared.status() {
+            BreakerStatus::Closed => false,
+            BreakerStatus::HalfOpen | BreakerStatus::Open => {
+                if self.shared.probe_in_flight.swap(true, Ordering::AcqRel) {
+                    drop(core);
+                    self.count_rejected();
+                    return Err(Rejected::BreakerOpen);
+                }
+                true
+            }
+        };
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        drop(core);
+        Ok(Permit {
+            state: self.clone(),
+            epoch,
+            probe,
+            done: false,
+        })
+    }
+
+    fn count_rejected(&self) {
+        metrics::counter!(
+            "stockmesh_upstream_breaker_rejected_total",
+            "upstream" => self.shared.upstream
+        )
+        .increment(1);
+    }
+
+    /// Whether a call now would be refused, without changing any state.
+    pub fn is_refusing(&self) -> bool {
+        match self.shared.status() {
+            BreakerStatus::Closed => false,
+            BreakerStatus::HalfOpen => self.shared.probe_in_flight.load(Ordering::Acquire),
+            BreakerStatus::Open => match self.shared.open_until() {
+                Some(until) => Instant::now() <= until,
+                None => true,
+            },
+        }
+    }
+
+    /// When a refused caller should ask again: the end of the open period, or `None`
+    /// while a probe is in flight (the [`register`](Self::register)ed waker fires when it
+    /// ends).
+    pub fn retry_at(&self) -> Option<Instant> {
+        match self.shared.status() {
+            BreakerStatus::Open => self.shared.open_until(),
+            _ => None,
+        }
+    }
+
+    /// Registers the task to wake when a probe finishes.
+    pub fn register(&self, cx: &Context<'_>) {
+        self.shared.waker.register(cx.waker());
+    }
+
+    /// The status a refused caller gets.
+    pub fn rejection(&self) -> Status {
+        Rejected::BreakerOpen.status(
+            Code::Unavailable,
+            format!(
+                "upstream {} unavailable: circuit breaker open for {}",
+                self.shared.upstream, self.shared.endpoint
+            ),
+        )
+    }
+
+    fn record(&self, epoch: u64, probe: bool, outcome: Outcome) {
+        let core = self.lock();
+        if epoch == self.shared.epoch.load(Ordering::Acquire) {
+            match outcome {
+                Outcome::Success => core.machine.on_success(),
+                Outcome::Failure(failure) => {
+                    let trip_now = failure == Failure::Connect && self.open_on_connect_error;
+                    self.shared.trip_now.store(trip_now, Ordering::Release);
+                    core.machine.on_error();
+                    self.shared.trip_now.store(false, Ordering::Release);
+                }
+                Outcome::Neutral => {}
+            }
+        }
+        if probe {
+            self.shared.probe_in_flight.store(false, Ordering::Release);
+        }
+        drop(core);
+        if probe {
+            self.shared.waker.wake();
+        }
+    }
+}
+
+/// Leave to make one call; see [`BreakerState::try_acquire`].
+#[derive(Debug)]
+pub struct Permit {
+    state: Arc<BreakerState>,
+    epoch: u64,
+    probe: bool,
+    done: bool,
+}
+
+impl Permit {
+    /// Whether this call is the half-open probe.
+    pub fn is_probe(&self) -> bool {
+        self.probe
+    }
+
+    /// Reports the call's outcome to the breaker.
+    pub fn record(mut self, outcome: Outcome) {
+        self.done = true;
+        self.state.record(self.epoch, self.probe, outcome);
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if !self.done && self.probe {
+            // The probe was cancelled before an answer: no verdict, free the slot.
+            self.state.record(self.epoch, true, Outcome::Neutral);
+        }
+    }
+}
+
+// === impl BreakerLayer ===
+
+/// Fail-fast breaker in front of one endpoint.
+#[derive(Debug, Clone)]
+pub struct BreakerLayer {
+    state: Arc<BreakerState>,
+}
+
+impl BreakerLayer {
+    pub fn new(state: Arc<BreakerState>) -> Self {
+        Self { state }
+    }
+}
+
+impl<S> Layer<S> for BreakerLayer {
+    type Service = Breaker<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Breaker {
+            inner,
+            state: self.state.clone(),
+        }
+    }
+}
+
+/// See [`BreakerLayer`].
+#[derive(Debug, Clone)]
+pub struct Breaker<S> {
+    inner: S,
+    state: Arc<BreakerState>,
+}
+
+impl<S, B, RB> Service<http::Request<B>> for Breaker<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<RB>, Error = Status>,
+{
+    type Response = http::Response<RB>;
+    type Error = Status;
+    type Future = Recorded<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Status>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        match self.state.try_acquire() {
+            Err(_) => Recorded::refused(self.state.rejection()),
+            Ok(permit) => Recorded::new(self.inner.call(req), permit),
+        }
+    }
+}
+
+pin_project! {
+    /// A call admitted by a breaker, reporting its outcome when it ends (or refused).
+    pub struct Recorded<F> {
+        #[pin]
+        inner: Option<F>,
+        permit: Option<Permit>,
+        refusal: Option<Status>,
+    }
+}
+
+impl<F> Recorded<F> {
+    pub fn new(inner: F, permit: Permit) -> Self {
+        Self {
+            inner: Some(inner),
+            permit: Some(permit),
+            refusal: None,
+        }
+    }
+
+    pub fn refused(status: Status) -> Self {
+        Self {
+            inner: None,
+            permit: None,
+            refusal: Some(status),
+        }
+    }
+}
+
+impl<F, RB> Future for Recorded<F>
+where
+    F: Future<Output = Result<http::Response<RB>, Status>>,
+{
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let Some(inner) = this.inner.as_pin_mut() else {
+            return Poll::Ready(Err(this
+                .refusal
+                .take()
+                .unwrap_or_else(|| Status::unavailable("circuit breaker open"))));
+        };
+        let res = ready!(inner.poll(cx));
+        if let Some(permit) = this.permit.take() {
+            permit.record(classify(&res));
+        }
+        Poll::Ready(res)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn settings(failures: u32, open_ms: u64) -> BreakerSettings {
+        BreakerSettings {
+            failures,
+            open: Duration::from_millis(open_ms),
+            max_open: Duration::from_millis(open_ms * 8),
+            success_rate: None,
+            window: Duration::from_secs(10),
+            min_requests: 20,
+        }
+    }
+
+    fn fail(state: &Arc<BreakerState>) {
+        state
+            .try_acquire()
+            .unwrap()
+            .record(Outcome::Failure(Failure::Unavailable));
+    }
+
+    #[test]
+    fn opens_after_consecutive_failures_only() {
+        let state = BreakerState::new("test", "e", &settings(3, 60_000), false);
+        fail(&state);
+        fail(&state);
+        state.try_acquire().unwrap().record(Outcome::Success);
+        fail(&state);
+        fail(&state);
+        assert_eq!(state.status(), BreakerStatus::Closed);
+        fail(&state);
+        assert_eq!(state.status(), BreakerStatus::Open);
+        assert_eq!(state.try_acquire().unwrap_err(), Rejected::BreakerOpen);
+        assert!(state.is_refusing());
+    }
+
+    #[test]
+    fn business_and_neutral_outcomes_never_open() {
+        let state = BreakerState::new("test", "e", &settings(2, 60_000), false);
+        for _ in 0..100 {
+            state.try_acquire().unwrap().record(Outcome::Success);
+            state.try_acquire().unwrap().record(Outcome::Neutral);
+        }
+        assert_eq!(state.status(), BreakerStatus::Closed);
+    }
+
+    #[test]
+    fn half_open_admits_one_probe_then_closes() {
+        let state = BreakerState::new("test", "e", &settings(1, 1), false);
+        fail(&state);
+        assert_eq!(state.status(), BreakerStatus::Open);
+        std::thread::sleep(Duration::from_millis(5));
+        let probe = state.try_acquire().unwrap();
+        assert!(probe.is_probe());
+        assert_eq!(state.status(), BreakerStatus::HalfOpen);
+        for _ in 0..10 {
+            assert!(state.try_acquire().is_err());
+        }
+        probe.record(Outcome::Success);
+        assert_eq!(state.status(), BreakerStatus::Closed);
+        assert!(!state.try_acquire().unwrap().is_probe());
+    }
+
+    #[test]
+    fn a_cancelled_probe_frees_the_slot() {
+        let state = BreakerState::new("test", "e", &settings(1, 1), false);
+        fail(&state);
+        std::thread::sleep(Duration::from_millis(5));
+        drop(state.try_acquire().unwrap());
+        assert_eq!(state.status(), BreakerStatus::HalfOpen);
+        assert!(state.try_acquire().unwrap().is_probe());
+    }
+
+    #[test]
+    fn stale_results_are_ignored() {
+        let state = BreakerState::new("test", "e", &settings(1, 1), false);
+        let early = state.try_acquire().unwrap();
+        fail(&state);
+        std::thread::sleep(Duration::from_millis(5));
+        let probe = state.try_acquire().unwrap();
+        // A success admitted before the trip must not close the breaker.
+        early.record(Outcome::Success);
+        assert_eq!(state.status(), BreakerStatus::HalfOpen);
+        probe.record(Outcome::Failure(Failure::Transport));
+        assert_eq!(state.status(), BreakerStatus::Open);
+    }
+
+    #[test]
+    fn failed_probes_lengthen_the_open_period() {
+        let state = BreakerState::new("test", "e", &settings(1, 20), false);
+        fail(&state);
+        let first = state.retry_at().unwrap();
+        std::thread::sleep(Duration::from_millis(25));
+        let before = Instant::now();
+        let probe = state.try_acquire().unwrap();
+        probe.record(Outcome::Failure(Failure::Unavailable));
+        let second = state.retry_at().unwrap();
+        assert!(second > first);
+        // The second period is 40 ms (doubled), the first was 20 ms.
+        assert!(second.duration_since(before) >= Duration::from_millis(35));
+    }
+
+    #[test]
+    fn connect_errors_open_at_once_when_asked() {
+        let state = BreakerState::new("test", "e", &settings(5, 60_000), true);
+        state
+            .try_acquire()
+            .unwrap()
+            .record(Outcome::Failure(Failure::Connect));
+        assert_eq!(state.status(), BreakerStatus::Open);
+
+        let state = BreakerState::new("test", "e", &settings(5, 60_000), false);
+        state
+            .try_acquire()
+            .unwrap()
+            .record(Outcome::Failure(Failure::Connect));
+        assert_eq!(state.status(), BreakerStatus::Closed);
+    }
+
+    #[test]
+    fn settings_validation() {
+        let args = ResilienceArgs::default();
+        let s = BreakerSettings::try_new(&args).unwrap();
+        assert_eq!(s.failures, 5);
+        assert_eq!(s.open, Duration::from_secs(5));
+        assert_eq!(s.max_open, Duration::from_secs(60));
+        assert_eq!(s.success_rate, Some(0.5));
+        let bad = ResilienceArgs {
+            breaker_failures: 0,
+            ..ResilienceArgs::default()
+        };
+        assert!(BreakerSettings::try_new(&bad).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn open_duration_grows_to_the_cap(
+            base_ms in 1u64..100_000,
+            extra_ms in 0u64..1_000_000,
+            trip in 0u32..200,
+        ) {
+            let base = Duration::from_millis(base_ms);
+            let max = base + Duration::from_millis(extra_ms);
+            let d = open_duration(base, max, trip);
+            let next = open_duration(base, max, trip + 1);
+            prop_assert!(d >= base);
+            prop_assert!(d <= max);
+            prop_assert!(next >= d);
+            prop_assert!(next <= d * 2 || d == max);
+            prop_assert_eq!(open_duration(base, max, 0), base);
+            if trip < 20 {
+                let exact = base * (1u32 << trip);
+                prop_assert_eq!(d, exact.min(max));
+            }
+        }
+    }
+}

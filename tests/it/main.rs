@@ -1,0 +1,14 @@
+//! Whole-mesh tests and fault drills, on real gRPC over loopback.
+//!
+//! The layer drills put the real outbound stack (`stockmesh::client::ClientBuilder`) in
+//! front of a controllable fake upstream ([`stockmesh_tests::fake`]) and break it on
+//! purpose: kill it, slow it down, make it answer errors. Timing assertions are
+//! orders of magnitude (fail-fast in milliseconds against a deadline of seconds), never
+//! tight numbers; the speed goals themselves live in `benches/resilience.rs`.
+
+mod balance;
+mod breaker;
+mod deadline;
+mod lost_response;
+mod process;
+mod retry;
