@@ -13,7 +13,11 @@ use stockmesh::{Config, Shutdown, Target};
 use stockmesh_cli::mesh;
 
 #[derive(Parser)]
-#[command(name = "stockmesh", version, about = "A gRPC service mesh: auth, products, inventory, orders and a gateway")]
+#[command(
+    name = "stockmesh",
+    version,
+    about = "A gRPC service mesh: auth, products, inventory, orders and a gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,10 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     stockmesh::telemetry::init(cli.config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -65,7 +72,11 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
         Command::Up { targets } => {
-            let targets = if targets.is_empty() { Target::ALL.to_vec() } else { targets };
+            let targets = if targets.is_empty() {
+                Target::ALL.to_vec()
+            } else {
+                targets
+            };
             run_mesh(cli.config, &targets, true).await
         }
         Command::Serve { target } => run_mesh(cli.config, &[target], false).await,
@@ -75,7 +86,10 @@ async fn run(cli: Cli) -> Result<(), String> {
                 mesh::migrate(&cli.config, t)
                     .await
                     .map_err(|e| format!("migrating {t}: {e}"))?;
-                println!("{t}: migrations applied ({})", redact(&cli.config.database_url(t)));
+                println!(
+                    "{t}: migrations applied ({})",
+                    redact(&cli.config.database_url(t))
+                );
             }
             Ok(())
         }
@@ -125,12 +139,18 @@ fn print_banner(mesh: &mesh::Mesh) {
             Target::Gateway => String::new(),
             t => format!("  db {}", redact(&config.database_url(*t))),
         };
-        println!("  {:<10} {:<22} {what}{db}", target.name(), instance.addr.to_string());
+        println!(
+            "  {:<10} {:<22} {what}{db}",
+            target.name(),
+            instance.addr.to_string()
+        );
     }
     if let Some(gw) = mesh.addr(Target::Gateway) {
         println!();
         println!("  REST:     curl http://{gw}/v1/products");
-        println!("  OpenAPI:  http://{gw}/openapi.json   readiness: http://{gw}/readyz   metrics: http://{gw}/metrics");
+        println!(
+            "  OpenAPI:  http://{gw}/openapi.json   readiness: http://{gw}/readyz   metrics: http://{gw}/metrics"
+        );
     }
     println!();
     let pw = if config.auth.admin_password.is_some() {
@@ -141,7 +161,7 @@ fn print_banner(mesh: &mesh::Mesh) {
     println!("Sign in as {} with {pw}:", config.auth.admin_email);
     if let Some(gw) = mesh.addr(Target::Gateway) {
         println!(
-            "  curl -s -X POST http://{gw}/v1/auth/login -d '{{\"email\":\"{}\",\"password\":\"…\"}}'",
+            "  curl -s http://{gw}/v1/auth/login --json '{{\"email\":\"{}\",\"password\":\"…\"}}'",
             config.auth.admin_email
         );
     }
