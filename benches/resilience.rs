@@ -5,15 +5,22 @@
 //!    treats as a retryable read, so it takes the full path: deadline, retry with body
 //!    buffering and budget, limit, breaker, attempt deadline) to a local server, by 64
 //!    concurrent callers for a fixed time, through a bare tonic `Channel` and through
-//!    `ClientBuilder::build`. Rounds alternate to even out noise; the median counts.
-//!    Goal: the stack costs ≤ 5 % throughput.
-//! 2. **Latency** of one call at a time through each, p50/p99.
-//! 3. **Fail-fast**: latency of calls refused by an open breaker (upstream dead), measured
-//!    through a generated client as a service would see it. Goal: p99 ≤ 1 ms.
+//!    `ClientBuilder::build`, in alternating rounds. Reported both as calls per second
+//!    and as **CPU time per call** (client and server together, from `/proc/self/stat`):
+//!    with the CPU saturated, throughput is cores ÷ CPU per call, and CPU time is far
+//!    less disturbed than wall time by other tenants of a shared machine. Goal: the
+//!    stack costs ≤ 5 % throughput.
+//! 2. **Allocations per call** through each (exact, noise-free).
+//! 3. **Latency** of one call at a time through each, p50/p99.
+//! 4. **Fail-fast**: latency of calls refused by an open breaker (upstream dead), through
+//!    a generated client as a service would see it, and through the stack alone.
+//!    Goal: p99 ≤ 1 ms.
+//!
+//! `BENCH_LAYERS=1` adds the CPU per call of each layer alone over the bare channel.
 //!
 //! A bench binary rather than criterion: the goals are a throughput ratio under
 //! concurrency and a p99, which a fixed-duration loop and an HDR histogram measure
-//! directly. Environment: `BENCH_SECS` (per round, default 3), `BENCH_ROUNDS` (default 3),
+//! directly. Environment: `BENCH_SECS` (per round, default 2), `BENCH_ROUNDS` (default 7),
 //! `BENCH_CONCURRENCY` (default 64).
 
 use std::future::Future;
@@ -33,23 +40,46 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 use tower::Service;
 
+/// The system allocator, counting allocations while [`COUNTING`] is set (only during the
+/// allocation measurement, so that the shared counter does not slow the others).
 struct Counting;
+static COUNTING: AtomicBool = AtomicBool::new(false);
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to `System` unchanged; only counts.
 unsafe impl std::alloc::GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: std::alloc::Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
         unsafe { std::alloc::System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: std::alloc::Layout) {
+        // SAFETY: same contract as the caller's.
         unsafe { std::alloc::System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: std::alloc::Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        if COUNTING.load(Ordering::Relaxed) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
         unsafe { std::alloc::System.realloc(p, l, n) }
     }
 }
+
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+/// Allocations per call over `n` sequential calls (client and server together).
+async fn allocations(call: Call, n: usize) -> f64 {
+    latency(call.clone(), 100, true).await;
+    ALLOCS.store(0, Ordering::SeqCst);
+    COUNTING.store(true, Ordering::SeqCst);
+    latency(call, n, true).await;
+    COUNTING.store(false, Ordering::SeqCst);
+    ALLOCS.load(Ordering::SeqCst) as f64 / n as f64
+}
 
 fn env_or(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -203,8 +233,8 @@ fn main() {
 }
 
 async fn run() {
-    let secs = env_or("BENCH_SECS", 3);
-    let rounds = env_or("BENCH_ROUNDS", 3) as usize;
+    let secs = env_or("BENCH_SECS", 2);
+    let rounds = env_or("BENCH_ROUNDS", 7) as usize;
     let concurrency = env_or("BENCH_CONCURRENCY", 64) as usize;
     let addr = start_server().await;
     let bare_client = caller!(HealthClient::new(bare(addr)));
@@ -213,38 +243,6 @@ async fn run() {
     latency(bare_client.clone(), 200, true).await;
     latency(stack_client.clone(), 200, true).await;
 
-    if std::env::var("COUNT_ALLOCS").is_ok() {
-        for (name, call) in [
-            ("bare", caller!(HealthClient::new(bare(addr)))),
-            ("full", caller!(HealthClient::new(stack(addr, ResilienceArgs::default())))),
-        ] {
-            latency(call.clone(), 1000, true).await;
-            let before = ALLOCS.load(Ordering::Relaxed);
-            latency(call.clone(), 10_000, true).await;
-            println!("{name}: {:.1} allocations per call", (ALLOCS.load(Ordering::Relaxed) - before) as f64 / 10_000.0);
-        }
-        return;
-    }
-    if let Ok(which) = std::env::var("PROFILE_ONLY") {
-        let call = match which.as_str() {
-            "bare" => caller!(HealthClient::new(bare(addr))),
-            "retry" => {
-                let svc = tower::util::BoxCloneSyncService::new(tower::ServiceBuilder::new()
-                    .layer(stockmesh::resilience::retry::RetryLayer::new("x", stockmesh::resilience::retry::RetrySettings::try_new(&ResilienceArgs::default()).unwrap()))
-                    .map_err(|e: tonic::transport::Error| Status::from_error(Box::new(e)))
-                    .service(bare(addr)));
-                caller!(HealthClient::new(svc))
-            }
-            _ => caller!(HealthClient::new(stack(addr, ResilienceArgs::default()))),
-        };
-        let r = throughput(call, concurrency, secs).await;
-        println!("{which}: {r:?}");
-        return;
-    }
-    if std::env::var("ABLATION").is_ok() {
-        ablation(addr, secs, concurrency).await;
-        return;
-    }
     println!("resilience stack benchmark ({concurrency} callers, {rounds} × {secs} s rounds)");
     let mut bare_rates = Vec::new();
     let mut stack_rates = Vec::new();
@@ -271,6 +269,12 @@ async fn run() {
         "CPU per call (medians): bare {bare_cpu:.2} µs, full stack {stack_cpu:.2} µs: \
          throughput cost at saturation {:.1} % (goal ≤ 5 %)",
         (1.0 - bare_cpu / stack_cpu) * 100.0
+    );
+
+    println!(
+        "allocations per call: bare {:.1}, full stack {:.1}",
+        allocations(bare_client.clone(), 10_000).await,
+        allocations(stack_client.clone(), 10_000).await
     );
 
     println!("latency, one call at a time:");
@@ -333,50 +337,32 @@ async fn run() {
         raw.value_at_quantile(0.99),
         raw.max()
     );
+
+    if std::env::var("BENCH_LAYERS").is_ok() {
+        println!("CPU per call by layer (medians of {rounds} rounds):");
+        layers(addr, secs, rounds, concurrency).await;
+    }
 }
 
-async fn ablation(addr: SocketAddr, secs: u64, concurrency: usize) {
-    {
-        use tower::retry::budget::{Budget, TpsBudget};
-        let b = TpsBudget::new(Duration::from_secs(10), 10, 0.2);
-        let t = Instant::now();
-        for _ in 0..1_000_000 { b.deposit(); }
-        println!("deposit: {:?}/op", t.elapsed() / 1_000_000);
-        let t = Instant::now();
-        for _ in 0..1_000_000 { std::hint::black_box(tokio::time::Instant::now()); }
-        println!("tokio Instant::now: {:?}/op", t.elapsed() / 1_000_000);
-        let t = Instant::now();
-        for _ in 0..1_000_000 { std::hint::black_box(stockmesh::resilience::idempotency::MethodTable::global().get(std::hint::black_box("/grpc.health.v1.Health/Check"))); }
-        println!("lookup: {:?}/op", t.elapsed() / 1_000_000);
-        let mut req = http::Request::new(());
-        req.headers_mut().insert("te", http::HeaderValue::from_static("trailers"));
-        req.headers_mut().insert("content-type", http::HeaderValue::from_static("application/grpc"));
-        req.extensions_mut().insert(stockmesh::resilience::deadline::CallDeadline(tokio::time::Instant::now()));
-        let (parts, ()) = req.into_parts();
-        let t = Instant::now();
-        for _ in 0..1_000_000 { std::hint::black_box((parts.headers.clone(), parts.extensions.clone(), parts.uri.clone())); }
-        println!("parts clone: {:?}/op", t.elapsed() / 1_000_000);
-        let bytes = bytes::Bytes::from_static(b"0123456789");
-        let t = Instant::now();
-        for _ in 0..1_000_000 { std::hint::black_box(tonic::body::Body::new(http_body_util::Full::new(bytes.clone()))); }
-        println!("body box: {:?}/op", t.elapsed() / 1_000_000);
-    }
-    use stockmesh::resilience::breaker::{BreakerLayer, BreakerState, BreakerSettings};
+/// CPU per call of each layer alone over the bare channel (`BENCH_LAYERS=1`).
+async fn layers(addr: SocketAddr, secs: u64, rounds: usize, concurrency: usize) {
+    use stockmesh::resilience::breaker::{BreakerLayer, BreakerSettings, BreakerState};
     use stockmesh::resilience::deadline::{AttemptDeadlineLayer, DeadlineLayer};
     use stockmesh::resilience::limit::LimitLayer;
     use stockmesh::resilience::retry::{RetryLayer, RetrySettings};
     use tower::ServiceBuilder;
     use tower::util::BoxCloneSyncService;
+
     let args = ResilienceArgs::default();
-    let ch = bare(addr);
-    let mapped = || ServiceBuilder::new().map_err(|e: tonic::transport::Error| Status::from_error(Box::new(e))).service(ch.clone());
-    let v_map = BoxCloneSyncService::new(mapped());
-    let v_attempt = BoxCloneSyncService::new(ServiceBuilder::new().layer(AttemptDeadlineLayer::new("x")).service(mapped()));
-    let v_deadline = BoxCloneSyncService::new(ServiceBuilder::new().layer(DeadlineLayer::new("x", Duration::from_secs(2))).layer(AttemptDeadlineLayer::new("x")).service(mapped()));
-    let v_breaker = BoxCloneSyncService::new(ServiceBuilder::new().layer(BreakerLayer::new(BreakerState::new("x", "e", &BreakerSettings::try_new(&args).unwrap(), false))).service(mapped()));
-    let v_limit = BoxCloneSyncService::new(ServiceBuilder::new().layer(LimitLayer::new("x", 512)).service(mapped()));
-    let v_retry = BoxCloneSyncService::new(ServiceBuilder::new().layer(RetryLayer::new("x", RetrySettings::try_new(&args).unwrap())).service(mapped()));
-    let timed: Call = {
+    let channel = bare(addr);
+    let endpoint = || {
+        ServiceBuilder::new()
+            .map_err(|e: tonic::transport::Error| Status::from_error(Box::new(e)))
+            .service(channel.clone())
+    };
+    // The bare channel with a deadline set by the caller: what propagating a deadline
+    // costs tonic itself (client and server timers, the header), whatever the stack.
+    let with_timeout: Call = {
         let client = HealthClient::new(bare(addr));
         Arc::new(move || {
             let mut c = client.clone();
@@ -387,57 +373,74 @@ async fn ablation(addr: SocketAddr, secs: u64, concurrency: usize) {
             })
         })
     };
-    let v_outer = BoxCloneSyncService::new(ServiceBuilder::new().layer(DeadlineLayer::new("x", Duration::from_secs(2))).service(mapped()));
-    let ch2 = mapped();
-    let v_passthrough = BoxCloneSyncService::new(tower::service_fn(move |req: http::Request<tonic::body::Body>| {
-        let mut svc = ch2.clone();
-        async move {
-            use tower::ServiceExt;
-            svc.ready().await?;
-            svc.call(req).await
-        }
-    }));
-    let ch3 = mapped();
-    let v_rebody = BoxCloneSyncService::new(tower::service_fn(move |req: http::Request<tonic::body::Body>| {
-        let mut svc = ch3.clone();
-        async move {
-            use http_body_util::BodyExt;
-            use tower::ServiceExt;
-            let (p, b) = req.into_parts();
-            let bytes = b.collect().await?.to_bytes();
-            svc.ready().await?;
-            svc.call(http::Request::from_parts(p, tonic::body::Body::new(http_body_util::Full::new(bytes)))).await
-        }
-    }));
-    let v_retry1 = BoxCloneSyncService::new(ServiceBuilder::new().layer(RetryLayer::new("x", RetrySettings::try_new(&ResilienceArgs { retry_max_attempts: 1, ..ResilienceArgs::default() }).unwrap())).service(mapped()));
+    let breaker = BreakerState::new(
+        "bench",
+        "e",
+        &BreakerSettings::try_new(&args).unwrap(),
+        false,
+    );
     let variants: Vec<(&str, Call)> = vec![
-        ("async passthrough", caller!(HealthClient::new(v_passthrough))),
-        ("rebody", caller!(HealthClient::new(v_rebody))),
-        ("retry off", caller!(HealthClient::new(v_retry1))),
-        ("bare", caller!(HealthClient::new(bare(addr)))),
-        ("bare+grpc-timeout", timed),
-        ("outer deadline", caller!(HealthClient::new(v_outer))),
-        ("boxed+map_err", caller!(HealthClient::new(v_map))),
-        ("attempt deadline", caller!(HealthClient::new(v_attempt))),
-        ("deadline+attempt", caller!(HealthClient::new(v_deadline))),
-        ("breaker", caller!(HealthClient::new(v_breaker))),
-        ("limit", caller!(HealthClient::new(v_limit))),
-        ("retry", caller!(HealthClient::new(v_retry))),
-        ("full", caller!(HealthClient::new(stack(addr, args.clone())))),
+        ("bare channel", caller!(HealthClient::new(bare(addr)))),
+        ("bare + grpc-timeout", with_timeout),
+        (
+            "boxed (UpstreamChannel type)",
+            caller!(HealthClient::new(BoxCloneSyncService::new(endpoint()))),
+        ),
+        (
+            "deadline (both layers)",
+            caller!(HealthClient::new(BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(DeadlineLayer::new("bench", Duration::from_secs(2)))
+                    .layer(AttemptDeadlineLayer::new("bench"))
+                    .service(endpoint())
+            ))),
+        ),
+        (
+            "retry",
+            caller!(HealthClient::new(BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(RetryLayer::new(
+                        "bench",
+                        RetrySettings::try_new(&args).unwrap()
+                    ))
+                    .service(endpoint())
+            ))),
+        ),
+        (
+            "limit",
+            caller!(HealthClient::new(BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(LimitLayer::new("bench", 512))
+                    .service(endpoint())
+            ))),
+        ),
+        (
+            "breaker",
+            caller!(HealthClient::new(BoxCloneSyncService::new(
+                ServiceBuilder::new()
+                    .layer(BreakerLayer::new(breaker))
+                    .service(endpoint())
+            ))),
+        ),
+        (
+            "full stack",
+            caller!(HealthClient::new(stack(addr, args.clone()))),
+        ),
     ];
-    for (name, call) in &variants {
+    for (_, call) in &variants {
         latency(call.clone(), 200, true).await;
-        let _ = name;
     }
     let mut results: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
-    for _round in 0..7 {
+    for _ in 0..rounds {
         for (i, (_, call)) in variants.iter().enumerate() {
-            results[i].push(throughput(call.clone(), concurrency, secs).await.cpu_us_per_call);
+            let rate = throughput(call.clone(), concurrency, secs).await;
+            results[i].push(rate.cpu_us_per_call);
         }
     }
     for (i, (name, _)) in variants.iter().enumerate() {
-        let mut v = results[i].clone();
-        v.sort_by(|a, b| a.total_cmp(b));
-        println!("{name:<20} median {:>6.2} µs  all {:?}", v[v.len() / 2], v.iter().map(|x| (*x * 100.0).round() / 100.0).collect::<Vec<_>>());
+        println!(
+            "  {name:<30} {:>6.2} µs CPU/call",
+            median(results[i].clone())
+        );
     }
 }

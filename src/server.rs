@@ -94,8 +94,11 @@ impl GrpcServer {
             }
         };
         tracing::info!(%addr, services = ?self.names, "gRPC server listening");
+        // Inbound deadlines are fixed on arrival so that calls a handler makes to other
+        // services inherit what is left of its caller's time.
         let server = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(crate::resilience::deadline::InboundDeadlineLayer)
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);

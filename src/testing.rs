@@ -139,10 +139,7 @@ impl Drop for TestDb {
                 rt.block_on(async move {
                     if let Ok(admin) = Database::connect(format!("{}/postgres", pg_base())).await {
                         let sql = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                        if let Err(e) = admin
-                            .execute_unprepared(&sql)
-                            .await
-                        {
+                        if let Err(e) = admin.execute_unprepared(&sql).await {
                             eprintln!("cannot drop test database {name}: {e}");
                         }
                         let _ = admin.close().await;
@@ -282,7 +279,12 @@ impl TestMesh {
 
     /// Starts `target` again on a known address (after [`Running::stop`]), e.g. to bring a
     /// killed upstream back on the port its callers know.
-    pub async fn restart_on<F, Fut>(&mut self, target: crate::Target, addr: SocketAddr, serve: F) -> Running
+    pub async fn restart_on<F, Fut>(
+        &mut self,
+        target: crate::Target,
+        addr: SocketAddr,
+        serve: F,
+    ) -> Running
     where
         F: FnOnce(std::sync::Arc<crate::Config>, TcpListener, crate::Shutdown) -> Fut,
         Fut: std::future::Future<Output = crate::Result<()>> + Send + 'static,

@@ -19,7 +19,8 @@ use tokio::task::JoinHandle;
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The entry point of one target.
-pub type ServeFn = fn(Arc<Config>, TcpListener, Shutdown) -> BoxFuture<'static, stockmesh::Result<()>>;
+pub type ServeFn =
+    fn(Arc<Config>, TcpListener, Shutdown) -> BoxFuture<'static, stockmesh::Result<()>>;
 
 /// The `serve` function of `target`.
 pub fn serve_fn(target: Target) -> ServeFn {
@@ -79,7 +80,11 @@ pub enum StartError {
 /// Binds every target's port, starts them in order and waits for each to be SERVING.
 /// Ports set to 0 get an ephemeral port, and the configuration is updated so that
 /// upstreams find each other.
-pub async fn start(mut config: Config, targets: &[Target], shutdown: Shutdown) -> Result<Mesh, StartError> {
+pub async fn start(
+    mut config: Config,
+    targets: &[Target],
+    shutdown: Shutdown,
+) -> Result<Mesh, StartError> {
     let mut targets = targets.to_vec();
     targets.sort();
     targets.dedup();
@@ -89,10 +94,16 @@ pub async fn start(mut config: Config, targets: &[Target], shutdown: Shutdown) -
         let addr = config.listen_addr(target);
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| StartError::Bind { target, addr, source })?;
-        let bound = listener
-            .local_addr()
-            .map_err(|source| StartError::Bind { target, addr, source })?;
+            .map_err(|source| StartError::Bind {
+                target,
+                addr,
+                source,
+            })?;
+        let bound = listener.local_addr().map_err(|source| StartError::Bind {
+            target,
+            addr,
+            source,
+        })?;
         config.set_port(target, bound.port());
         listeners.push((target, listener, bound));
     }
@@ -147,11 +158,16 @@ impl Mesh {
 
     /// Waits until any target stops (an error) or `signal` completes, then stops all of
     /// them. Returns the first error any target reported.
-    pub async fn run_until(mut self, signal: impl std::future::Future<Output = ()>) -> Result<(), String> {
+    pub async fn run_until(
+        mut self,
+        signal: impl std::future::Future<Output = ()>,
+    ) -> Result<(), String> {
         let mut first_error = None;
         {
             let tasks = futures::future::select_all(
-                self.instances.iter_mut().map(|(t, i)| Box::pin(async move { (*t, (&mut i.task).await) })),
+                self.instances
+                    .iter_mut()
+                    .map(|(t, i)| Box::pin(async move { (*t, (&mut i.task).await) })),
             );
             tokio::select! {
                 () = signal => {}

@@ -43,7 +43,6 @@ use tower::{Layer, Service};
 use super::classify::{Failure, Outcome, Rejected, classify};
 use super::settings::{ResilienceArgs, SettingsError, check_range};
 
-
 // === impl BreakerSettings ===
 
 /// Validated breaker settings.

@@ -27,7 +27,6 @@ use tokio::time::Instant;
 use tonic::Status;
 use tower::{Layer, Service};
 
-
 const GRPC_TIMEOUT: &str = "grpc-timeout";
 
 /// The absolute deadline of an outbound call, in the request extensions.
@@ -281,7 +280,9 @@ where
 
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         let deadline = req.extensions().get::<CallDeadline>().map(|d| d.0);
-        let left = deadline.map_or(Duration::MAX, |d| d.saturating_duration_since(Instant::now()));
+        let left = deadline.map_or(Duration::MAX, |d| {
+            d.saturating_duration_since(Instant::now())
+        });
         let mut fut = AttemptFuture {
             inner: None,
             deadline,

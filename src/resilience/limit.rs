@@ -24,7 +24,6 @@ use tower::{Layer, Service};
 
 use super::classify::Rejected;
 
-
 /// Limits in-flight calls to one upstream; see the module docs.
 #[derive(Debug, Clone)]
 pub struct LimitLayer {

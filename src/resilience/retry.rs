@@ -31,10 +31,10 @@ use std::time::Duration;
 
 use backoff::backoff::Backoff as _;
 use bytes::Bytes;
-use pin_project_lite::pin_project;
 use bytes::{Buf, BytesMut};
 use http_body::Body as _;
 use http_body_util::Full;
+use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tonic::Status;
 use tonic::body::Body;
@@ -435,9 +435,7 @@ where
         .increment(1);
         let mut svc = (*attempts.spare).clone();
         svc.ready().await?;
-        let result = svc
-            .call(attempts.head.request(attempts.body.clone()))
-            .await;
+        let result = svc.call(attempts.head.request(attempts.body.clone())).await;
         match attempts.next_wait(&result) {
             Some(next) => wait = next,
             None => return result,
@@ -459,7 +457,9 @@ where
     let body = buffer(body).await?;
     svc.ready().await?;
     if body.len() > shared.settings.buffer_bytes {
-        return svc.call(http::Request::from_parts(parts, replayable(body))).await;
+        return svc
+            .call(http::Request::from_parts(parts, replayable(body)))
+            .await;
     }
     let head = Head::of(&parts);
     let result = svc
@@ -548,10 +548,9 @@ where
             return rest.as_mut().poll(cx);
         }
         let Some(first) = this.first.as_mut().as_pin_mut() else {
-            return Poll::Ready(Err(this
-                .failed
-                .take()
-                .unwrap_or_else(|| Status::internal("retry future polled after completion"))));
+            return Poll::Ready(Err(this.failed.take().unwrap_or_else(|| {
+                Status::internal("retry future polled after completion")
+            })));
         };
         let result = ready!(first.poll(cx));
         this.first.set(None);

@@ -205,7 +205,8 @@ impl ProductService for ProductApi {
         &self,
         req: Request<pb::BatchGetProductsRequest>,
     ) -> Result<Response<pb::BatchGetProductsResponse>, Status> {
-        self.signed_in(&req).await?;
+        // Internal (issue 3): the orders saga's price snapshot; services and ADMIN only.
+        self.signed_in(&req).await?.require_service()?;
         let products = self
             .catalog()?
             .batch_get_products(&req.get_ref().ids)

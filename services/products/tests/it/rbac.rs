@@ -44,7 +44,7 @@ const MATRIX: [(Rpc, [Code; 6]); 15] = [
     (Rpc::ListProducts, PUBLIC),
     (Rpc::UpdateProduct, STAFF),
     (Rpc::DeleteProduct, [UN, UN, PD, PD, OK, PD]),
-    (Rpc::BatchGetProducts, [UN, UN, OK, OK, OK, OK]),
+    (Rpc::BatchGetProducts, [UN, UN, PD, PD, OK, OK]),
     (Rpc::CreateSupplier, STAFF),
     (Rpc::GetSupplier, PUBLIC),
     (Rpc::ListSuppliers, PUBLIC),
