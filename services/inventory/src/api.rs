@@ -333,8 +333,9 @@ fn reservation_pb(r: reservation::Model) -> pb::Reservation {
     };
     pb::Reservation {
         reservation_id: r.reservation_id,
-        product_id: r.product_id,
-        warehouse_id: r.warehouse_id,
+        // Empty on a tombstone (released before any Reserve): it names no product.
+        product_id: r.product_id.unwrap_or_default(),
+        warehouse_id: r.warehouse_id.unwrap_or_default(),
         quantity: r.quantity,
         status: status as i32,
         expires_at: Some(timestamp(r.expires_at)),

@@ -14,6 +14,10 @@
 //! `request_id`, a Reserve `reservation_id` with another product or quantity) are
 //! refused with ALREADY_EXISTS.
 //!
+//! A ReleaseReservation of an id never reserved records a RELEASED *tombstone* (quantity
+//! 0, no product), so that a Reserve of that id landing late (after its caller gave up and
+//! compensated) reserves nothing and answers RELEASED; see [`reservations`].
+//!
 //! Modules: [`api`] (thin gRPC handlers), [`warehouses`], [`stock`], [`reservations`],
 //! [`geo`] (which warehouse serves a reservation), [`measurements`], [`catalog`]
 //! (ProductService lookups), [`sweeper`] (reservation expiry), [`txn`], [`entity`],

@@ -17,6 +17,18 @@
 //! Transitions RESERVED → COMMITTED | RELEASED | EXPIRED are conditional updates on
 //! `status = 'RESERVED'` in the same transaction as the stock change, so concurrent
 //! commits, releases and the expiry sweeper move stock exactly once between them.
+//!
+//! Late Reserve after Release: a caller (the orders saga) may time out on a Reserve,
+//! compensate with a Release, and have the Reserve land afterwards. Were the Release of an
+//! unknown id a no-op, that late Reserve would hold stock nobody will ever release until
+//! the TTL. So a Release of an id never seen records a *tombstone*: a RELEASED row of
+//! quantity 0 with no product or warehouse. A later Reserve with that id finds the row
+//! and returns it, RELEASED, without reserving anything; the product/quantity check of a
+//! reused key does not apply to a tombstone (it names no reservation to conflict with).
+//! The tombstone and a concurrent Reserve insert the same primary key, so they serialise
+//! on it: if the Reserve wins, the Release's insert fails and the Release then releases
+//! the new reservation; if the tombstone wins, the Reserve's insert fails, its stock
+//! update rolls back, and it returns the tombstone. Either way no stock stays reserved.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -93,8 +105,8 @@ pub async fn reserve(
         }
         let row = reservation::ActiveModel {
             reservation_id: Set(input.reservation_id.clone()),
-            product_id: Set(input.product_id.clone()),
-            warehouse_id: Set(warehouse_id),
+            product_id: Set(Some(input.product_id.clone())),
+            warehouse_id: Set(Some(warehouse_id)),
             quantity: Set(input.quantity),
             status: Set(Status::Reserved),
             expires_at: Set(expires_at),
@@ -221,16 +233,24 @@ async fn short(db: &DatabaseConnection, input: &ReserveInput) -> Result<Error> {
     Ok(Error::FailedPrecondition(msg))
 }
 
+/// The stored row for a replayed key: itself when it matches the request, or when it is a
+/// tombstone (released before this Reserve arrived: the answer is RELEASED, whatever was
+/// asked); ALREADY_EXISTS when it names another product or quantity.
 fn same_or_conflict(
     existing: reservation::Model,
     input: &ReserveInput,
 ) -> Result<reservation::Model> {
-    if existing.product_id == input.product_id && existing.quantity == input.quantity {
+    if existing.is_tombstone()
+        || (existing.product_id.as_deref() == Some(input.product_id.as_str())
+            && existing.quantity == input.quantity)
+    {
         Ok(existing)
     } else {
         Err(Error::AlreadyExists(format!(
             "reservation_id {:?} already names a reservation of {} units of product {}",
-            existing.reservation_id, existing.quantity, existing.product_id
+            existing.reservation_id,
+            existing.quantity,
+            existing.product_id.as_deref().unwrap_or_default()
         )))
     }
 }
@@ -263,7 +283,8 @@ pub async fn commit(db: &DatabaseConnection, reservation_id: &str) -> Result<res
 }
 
 /// RESERVED → RELEASED: the units return to available. Releasing a RELEASED or EXPIRED
-/// reservation returns it; a COMMITTED one is FAILED_PRECONDITION.
+/// reservation returns it; a COMMITTED one is FAILED_PRECONDITION. Releasing an id never
+/// reserved records and returns a tombstone (see the module docs).
 pub async fn release(db: &DatabaseConnection, reservation_id: &str) -> Result<reservation::Model> {
     require_key("reservation_id", reservation_id)?;
     transition(db, reservation_id, Status::Released).await
@@ -305,12 +326,43 @@ pub async fn expire_due(db: &DatabaseConnection, batch: u64) -> Result<usize> {
 }
 
 /// Moves a RESERVED reservation to `to` and its units accordingly, exactly once however
-/// many callers race; answers replays and illegal transitions from the stored status.
+/// many callers race; answers replays and illegal transitions from the stored status. A
+/// release of an unknown id records a tombstone.
 async fn transition(
     db: &DatabaseConnection,
     reservation_id: &str,
     to: Status,
 ) -> Result<reservation::Model> {
+    // A row that a concurrent Reserve inserts between our conditional update and our
+    // read (or that beats our tombstone insert) is RESERVED, and the next round moves it.
+    // Rows are never deleted and never return to RESERVED, so round two always concludes.
+    for _ in 0..2 {
+        if let Some(moved) = move_reserved(db, reservation_id, to).await? {
+            return Ok(moved);
+        }
+        match find(db, reservation_id).await? {
+            Some(r) if r.status == Status::Reserved => {}
+            Some(r) => return settled(reservation_id, to, r),
+            None if to == Status::Released => {
+                if let Some(tombstone) = tombstone(db, reservation_id).await? {
+                    return Ok(tombstone);
+                }
+            }
+            None => return Err(not_found(reservation_id)),
+        }
+    }
+    Err(Error::Internal(format!(
+        "reservation {reservation_id} is RESERVED but could not be moved"
+    )))
+}
+
+/// The RESERVED → `to` step: `Some` with the moved reservation when this call moved it,
+/// `None` when it was not RESERVED (or does not exist).
+async fn move_reserved(
+    db: &DatabaseConnection,
+    reservation_id: &str,
+    to: Status,
+) -> Result<Option<reservation::Model>> {
     let tx = begin_write(db).await?;
     let moved = reservation::Entity::update_many()
         .col_expr(reservation::Column::Status, Expr::value(to.name()))
@@ -319,51 +371,90 @@ async fn transition(
         .filter(reservation::Column::Status.eq(Status::Reserved))
         .exec(&tx)
         .await?;
-    if moved.rows_affected == 1 {
-        let r = find(&tx, reservation_id)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("reservation {reservation_id} vanished")))?;
-        let q = r.quantity;
-        let mut update = stock::Entity::update_many()
-            .col_expr(
-                stock::Column::Reserved,
-                Expr::col(stock::Column::Reserved).sub(q),
-            )
-            .col_expr(stock::Column::UpdatedAt, Expr::value(r.updated_at));
-        if to == Status::Committed {
-            update = update.col_expr(
-                stock::Column::OnHand,
-                Expr::col(stock::Column::OnHand).sub(q),
-            );
-        }
-        let changed = update
-            .filter(stock::Column::ProductId.eq(r.product_id.as_str()))
-            .filter(stock::Column::WarehouseId.eq(r.warehouse_id.as_str()))
-            .filter(stock::Column::Reserved.gte(q))
-            .exec(&tx)
-            .await?;
-        if changed.rows_affected != 1 {
-            tx.rollback().await?;
-            return Err(Error::Internal(format!(
-                "reservation {reservation_id} holds {q} units its stock row does not have reserved"
-            )));
-        }
-        tx.commit().await?;
-        return Ok(r);
+    if moved.rows_affected != 1 {
+        tx.rollback().await?;
+        return Ok(None);
     }
-    tx.rollback().await?;
-    let r = find(db, reservation_id)
+    let r = find(&tx, reservation_id)
         .await?
-        .ok_or_else(|| not_found(reservation_id))?;
+        .ok_or_else(|| Error::Internal(format!("reservation {reservation_id} vanished")))?;
+    let (Some(product_id), Some(warehouse_id)) =
+        (r.product_id.as_deref(), r.warehouse_id.as_deref())
+    else {
+        tx.rollback().await?;
+        return Err(Error::Internal(format!(
+            "reservation {reservation_id} was RESERVED without a product or warehouse"
+        )));
+    };
+    let q = r.quantity;
+    let mut update = stock::Entity::update_many()
+        .col_expr(
+            stock::Column::Reserved,
+            Expr::col(stock::Column::Reserved).sub(q),
+        )
+        .col_expr(stock::Column::UpdatedAt, Expr::value(r.updated_at));
+    if to == Status::Committed {
+        update = update.col_expr(
+            stock::Column::OnHand,
+            Expr::col(stock::Column::OnHand).sub(q),
+        );
+    }
+    let changed = update
+        .filter(stock::Column::ProductId.eq(product_id))
+        .filter(stock::Column::WarehouseId.eq(warehouse_id))
+        .filter(stock::Column::Reserved.gte(q))
+        .exec(&tx)
+        .await?;
+    if changed.rows_affected != 1 {
+        tx.rollback().await?;
+        return Err(Error::Internal(format!(
+            "reservation {reservation_id} holds {q} units its stock row does not have reserved"
+        )));
+    }
+    tx.commit().await?;
+    Ok(Some(r))
+}
+
+/// Records that `reservation_id` is released before any Reserve of it: `None` when a
+/// concurrent Reserve or Release inserted the id first (the caller looks again).
+async fn tombstone(
+    db: &DatabaseConnection,
+    reservation_id: &str,
+) -> Result<Option<reservation::Model>> {
+    let at = now();
+    let row = reservation::ActiveModel {
+        reservation_id: Set(reservation_id.to_string()),
+        product_id: Set(None),
+        warehouse_id: Set(None),
+        quantity: Set(0),
+        status: Set(Status::Released),
+        // Never looked at: the sweeper only expires RESERVED rows.
+        expires_at: Set(at),
+        created_at: Set(at),
+        updated_at: Set(at),
+    };
+    match row.insert(db).await {
+        Ok(model) => {
+            tracing::info!(
+                reservation_id,
+                "release of an unknown reservation recorded as a tombstone"
+            );
+            Ok(Some(model))
+        }
+        Err(e) if stockmesh::error::is_unique_violation(&e) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The answer for a reservation that `to` did not move: a replay, a no-op, or an illegal
+/// transition.
+fn settled(reservation_id: &str, to: Status, r: reservation::Model) -> Result<reservation::Model> {
     match (to, r.status) {
         (_, now_) if now_ == to => Ok(r),
         // Releasing something that no longer holds stock (expired) is done already.
         (Status::Released, Status::Expired) => Ok(r),
         // The sweeper raced a commit or release: nothing to do.
         (Status::Expired, _) => Ok(r),
-        (_, Status::Reserved) => Err(Error::Internal(format!(
-            "reservation {reservation_id} is RESERVED but could not be moved"
-        ))),
         (to, from) => Err(Error::FailedPrecondition(format!(
             "reservation {reservation_id} is {}; it cannot become {}",
             from.name(),

@@ -74,7 +74,10 @@ pub async fn list(db: &DatabaseConnection, page: &Page) -> Result<(Vec<warehouse
     Ok((rows, next))
 }
 
-/// Applies the fields named in `mask` (every mutable field when `mask` is empty).
+/// Applies the fields named in `mask`. An empty mask is refused (as for products): treating
+/// it as "every field" would silently zero the coordinates of a partial update and reroute
+/// orders. `*` names every mutable field. (REST PATCH without a mask gets one from the
+/// gateway, built from the fields present in the body.)
 pub async fn update(
     db: &DatabaseConnection,
     id: &str,
@@ -85,6 +88,14 @@ pub async fn update(
         return Err(Error::invalid("warehouse.id", "is required"));
     }
     let paths: Vec<&str> = if mask.is_empty() {
+        return Err(Error::invalid(
+            "update_mask",
+            format!(
+                "required; name the fields to change ({})",
+                MUTABLE.join(", ")
+            ),
+        ));
+    } else if mask.iter().any(|p| p == "*") {
         MUTABLE.to_vec()
     } else {
         mask.iter().map(String::as_str).collect()

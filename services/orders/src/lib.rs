@@ -9,9 +9,37 @@
 //!   with a deterministic id, PENDING, or a rollback that leaves nothing reserved.
 //! * [`orders`]: reads with ownership rules, CompleteOrder and CancelOrder.
 //! * [`reconciler`]: background task finishing orders that a crash or an outage left
-//!   half-way.
+//!   half-way, and cancelling PENDING orders whose reservations expired.
 //! * [`store`]: database access, with every status change a conditional update.
 //! * [`upstream`]: calls to products and inventory as the orders *service identity*.
+//!
+//! ## A PENDING order lasts as long as its reservations
+//!
+//! Inventory expires reservations after `STOCKMESH_RESERVATION_TTL_SECS` (default 900 s)
+//! whatever the order's state. Rather than keep reservations alive forever, the decision
+//! is that a PENDING order is a *hold* that lasts as long as its reservations do: once
+//! any of them has expired (or is released or unknown), the order ends CANCELLED with
+//! reason "reservation expired" and its remaining reservations are released, so that "no
+//! PENDING order lacks its reservations" stays true. Two paths get there, both through
+//! the same conditional transitions as CancelOrder (PENDING → CANCELLING → CANCELLED), so
+//! neither can race a CompleteOrder:
+//!
+//! * the [`reconciler`] checks, every round, up to 100 PENDING orders older than the TTL
+//!   (`config.inventory.reservation_ttl_secs`, oldest first) with GetReservation on each
+//!   line;
+//! * CompleteOrder whose commit is refused because a reservation expired cancels the
+//!   order the same way and answers FAILED_PRECONDITION ("reservation expired"), instead
+//!   of leaving it PENDING.
+//!
+//! Orders must therefore be completed within the TTL of their creation; deployments that
+//! need longer raise the TTL (both services read the same setting).
+//!
+//! ## Late reservations
+//!
+//! A Reserve that timed out may land after the saga released its line. Inventory records
+//! the release of an unknown reservation as a RELEASED tombstone and answers the late
+//! Reserve with it, reserving nothing; the saga treats any answer that is not RESERVED as
+//! a failed line (see [`saga`]).
 //!
 //! Access tokens are verified locally with auth's published keys
 //! ([`Verifier::remote`]); internal RPCs of other services are called with this service's
@@ -69,6 +97,7 @@ pub async fn serve(
         db.clone(),
         upstreams,
         Duration::from_secs(config.orders.reconcile_after_secs),
+        Duration::from_secs(config.inventory.reservation_ttl_secs),
     );
 
     // Its own token, so that it also stops when the server ends on its own.

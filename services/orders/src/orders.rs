@@ -9,6 +9,14 @@
 //! stays claimed; calling the same RPC again, or the reconciler, finishes it. Clients see a
 //! claimed order as PENDING, and orders still being created not at all.
 //!
+//! A PENDING order is a hold that lasts as long as its reservations: when one of them
+//! has expired (inventory's TTL) or is otherwise gone, the order can no longer be
+//! fulfilled from it and ends CANCELLED with reason [`RESERVATION_EXPIRED`], releasing
+//! whatever it still holds. CompleteOrder finds this out when a commit is refused and
+//! answers FAILED_PRECONDITION; the reconciler finds it out by checking PENDING orders
+//! older than the TTL (see [`crate::reconciler`]). Both claim the order with the same
+//! conditional transitions as CancelOrder, so neither can race a CompleteOrder.
+//!
 //! A caller who may not see an order gets NOT_FOUND, exactly as for an order that does not
 //! exist, so order ids cannot be probed.
 
@@ -29,6 +37,9 @@ pub struct Orders {
     pub(crate) upstreams: Upstreams,
     /// An unfinished order untouched for this long is the reconciler's.
     pub(crate) idle_after: Duration,
+    /// Inventory's reservation TTL: PENDING orders older than this are checked for
+    /// expired reservations.
+    pub(crate) reservation_ttl: Duration,
 }
 
 /// Who is asking, as far as order visibility goes.
@@ -54,16 +65,28 @@ pub struct ListFilter {
     pub customer_id: Option<String>,
 }
 
+/// Cancel reason of an order whose hold ended: a reservation expired (or was released or
+/// lost) before the order was completed.
+pub const RESERVATION_EXPIRED: &str = "reservation expired";
+
 fn not_found(id: &str) -> Error {
     Error::NotFound(format!("order {id} not found"))
 }
 
 impl Orders {
-    pub fn new(db: DatabaseConnection, upstreams: Upstreams, idle_after: Duration) -> Self {
+    /// `reservation_ttl` is inventory's reservation TTL: a PENDING order older than that
+    /// may have lost its hold, and the reconciler checks it.
+    pub fn new(
+        db: DatabaseConnection,
+        upstreams: Upstreams,
+        idle_after: Duration,
+        reservation_ttl: Duration,
+    ) -> Self {
         Self {
             db,
             upstreams,
             idle_after,
+            reservation_ttl,
         }
     }
 
@@ -104,7 +127,8 @@ impl Orders {
     }
 
     /// Commits every reservation and marks the order COMPLETED. Idempotent; a cancelled
-    /// order is FAILED_PRECONDITION.
+    /// order is FAILED_PRECONDITION, and so is an order whose reservation expired, which
+    /// this call cancels (see the module docs).
     pub async fn complete(&self, id: &str) -> Result<OrderRecord> {
         // A lost claim means the order just changed; look again (bounded).
         for _ in 0..3 {
@@ -113,12 +137,14 @@ impl Orders {
                 Status::Completed => return Ok(record),
                 Status::Cancelled => {
                     return Err(Error::FailedPrecondition(format!(
-                        "order {id} is cancelled; it cannot be completed"
+                        "order {id} is cancelled ({}); it cannot be completed",
+                        record.order.cancel_reason
                     )));
                 }
                 Status::Cancelling => {
                     return Err(Error::FailedPrecondition(format!(
-                        "order {id} is being cancelled; it cannot be completed"
+                        "order {id} is being cancelled ({}); it cannot be completed",
+                        record.order.cancel_reason
                     )));
                 }
                 Status::Pending => {
@@ -183,7 +209,10 @@ impl Orders {
                 }
                 Status::Cancelling | Status::Creating | Status::Aborting => {}
             }
-            self.finish_cancelling(id, &record.items).await?;
+            // Resuming an expiry's cancellation keeps its tolerance of committed lines.
+            let expired = record.order.status == Status::Cancelling
+                && record.order.cancel_reason == RESERVATION_EXPIRED;
+            self.finish_cancelling(id, &record.items, expired).await?;
             return self.visible(id).await;
         }
         Err(Error::Aborted(format!(
@@ -192,29 +221,44 @@ impl Orders {
     }
 
     /// COMPLETING → COMPLETED once every reservation is committed. A reservation that can
-    /// no longer be committed (released, expired) sends the order back to PENDING with
-    /// FAILED_PRECONDITION; any other failure leaves it COMPLETING for a retry.
+    /// no longer be committed (expired, released, unknown) means the order's hold is over:
+    /// it becomes CANCELLING with [`RESERVATION_EXPIRED`], the other lines are released,
+    /// and the answer is FAILED_PRECONDITION. Any other failure leaves it COMPLETING for a
+    /// retry.
+    ///
+    /// Lines are committed in line order, which is the order they were reserved and so the
+    /// order they expire: an expired line is normally line 0, and nothing was committed.
+    /// Only if a later line expires while earlier ones are being committed (or while an
+    /// outage held a COMPLETING order up) do some lines end committed under a cancelled
+    /// order; that is logged as an error, since their units have left stock.
     pub(crate) async fn finish_completing(
         &self,
         id: &str,
         items: &[order_item::Model],
     ) -> Result<()> {
-        for item in items {
+        for (committed, item) in items.iter().enumerate() {
             match self.upstreams.commit(&item.reservation_id).await {
                 Ok(()) => {}
                 Err(Error::FailedPrecondition(why) | Error::NotFound(why)) => {
-                    tracing::warn!(order_id = id, reservation_id = %item.reservation_id, %why, "reservation cannot be committed");
-                    store::transition(
+                    if committed > 0 {
+                        tracing::error!(order_id = id, reservation_id = %item.reservation_id, committed, lines = items.len(), %why, "reservation expired after earlier lines were committed; the order is cancelled with those units shipped");
+                    } else {
+                        tracing::warn!(order_id = id, reservation_id = %item.reservation_id, %why, "reservation cannot be committed; cancelling the order");
+                    }
+                    let claimed = store::transition(
                         &self.db,
                         id,
                         &[Status::Completing],
                         None,
-                        Status::Pending,
-                        None,
+                        Status::Cancelling,
+                        Some(RESERVATION_EXPIRED),
                     )
                     .await?;
+                    if claimed && let Err(e) = self.finish_cancelling(id, items, true).await {
+                        tracing::warn!(order_id = id, error = %e, "cannot release the rest of an expired order yet; the reconciler will finish");
+                    }
                     return Err(Error::FailedPrecondition(format!(
-                        "order {id} cannot be completed: {why}"
+                        "order {id} cannot be completed: {RESERVATION_EXPIRED} ({why}); the order is cancelled"
                     )));
                 }
                 Err(e) => return Err(e),
@@ -234,15 +278,22 @@ impl Orders {
 
     /// CANCELLING → CANCELLED once every reservation is released. A committed reservation
     /// (which only a bug or manual intervention produces) sends the order back to PENDING
-    /// with FAILED_PRECONDITION; any other failure leaves it CANCELLING for a retry.
+    /// with FAILED_PRECONDITION, unless the order is being cancelled because its hold
+    /// `expired`: then committed lines (see [`Self::finish_completing`]) are logged and
+    /// skipped, since the order can no longer complete. Any other failure leaves it
+    /// CANCELLING for a retry.
     pub(crate) async fn finish_cancelling(
         &self,
         id: &str,
         items: &[order_item::Model],
+        expired: bool,
     ) -> Result<()> {
         for item in items {
             match self.upstreams.release(&item.reservation_id).await {
                 Ok(()) => {}
+                Err(Error::FailedPrecondition(why)) if expired => {
+                    tracing::error!(order_id = id, reservation_id = %item.reservation_id, %why, "line of an expired order is committed; cancelling anyway");
+                }
                 Err(Error::FailedPrecondition(why)) => {
                     tracing::error!(order_id = id, reservation_id = %item.reservation_id, %why, "reservation of a pending order cannot be released");
                     store::transition(

@@ -8,7 +8,10 @@
 //!    reservation ids `<order id>-<line>`). The unique index on (customer, request id)
 //!    arbitrates concurrent calls: the loser goes back to step 2.
 //! 5. Reserve each line, as the orders service, with the delivery point and preferred
-//!    warehouse.
+//!    warehouse. Only an answer with status RESERVED counts: inventory answers a Reserve
+//!    whose id was already released (a late Reserve landing after the compensating
+//!    Release, which inventory records as a tombstone) with that RELEASED reservation,
+//!    and such a line fails the saga with ABORTED like any other failed line.
 //! 6. CREATING → PENDING with each line's warehouse.
 //!
 //! On failure the saga claims the intent (CREATING → ABORTING), releases every line it
@@ -22,6 +25,8 @@
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use stockmesh::proto::inventory::v1::ReservationStatus;
 
 use crate::entity::order::{self, Status};
 use crate::entity::order_item;
@@ -262,7 +267,19 @@ impl Orders {
                 })
                 .await;
             match reserved {
-                Ok(r) => warehouses.push(r.warehouse_id),
+                Ok(r) if r.status == ReservationStatus::Reserved as i32 => {
+                    warehouses.push(r.warehouse_id);
+                }
+                // Released (or expired) before this Reserve landed: not held, so the
+                // order cannot stand. The line holds nothing; releasing it is harmless.
+                Ok(r) => {
+                    let status = crate::upstream::status_name(r.status);
+                    let cause = Error::Aborted(format!(
+                        "items[{i}]: product {} was not reserved: inventory answered {status} for reservation {} (it was released before the reservation landed, as when a timed-out order creation is rolled back); nothing stays reserved; retry",
+                        item.product_id, item.reservation_id
+                    ));
+                    return Err(self.abandon(&intent, i + 1, cause).await);
+                }
                 // Line i's outcome may be unknown: it is released with the others.
                 Err(e) => return Err(self.abandon(&intent, i + 1, e).await),
             }

@@ -200,6 +200,23 @@ pub async fn unfinished(
         .await
 }
 
+/// PENDING orders created before `created_before`, oldest first (the reconciler's
+/// expiry check).
+pub async fn pending_created_before(
+    db: &DatabaseConnection,
+    created_before: DateTime<Utc>,
+    limit: u64,
+) -> Result<Vec<order::Model>, DbErr> {
+    order::Entity::find()
+        .filter(order::Column::Status.eq(Status::Pending))
+        .filter(order::Column::CreatedAt.lt(created_before))
+        .order_by_asc(order::Column::CreatedAt)
+        .order_by_asc(order::Column::Id)
+        .limit(limit)
+        .all(db)
+        .await
+}
+
 /// One page of orders, newest first: `statuses` (non-empty), optionally one customer's,
 /// with ids below `before`.
 pub async fn list(

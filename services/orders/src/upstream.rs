@@ -13,13 +13,24 @@ use stockmesh::identity::ServiceIdentity;
 use stockmesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use stockmesh::proto::inventory::v1::{
     CommitReservationRequest, GetReservationRequest, ReleaseReservationRequest, Reservation,
-    ReserveRequest,
+    ReservationStatus, ReserveRequest,
 };
 use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
 use stockmesh::proto::products::v1::{BatchGetProductsRequest, Product};
 use tonic::Code;
 
 use crate::error::{Error, Result};
+
+/// A reservation status as inventory names it (RESERVED, RELEASED, …), for messages.
+pub fn status_name(status: i32) -> &'static str {
+    match ReservationStatus::try_from(status) {
+        Ok(ReservationStatus::Reserved) => "RESERVED",
+        Ok(ReservationStatus::Committed) => "COMMITTED",
+        Ok(ReservationStatus::Released) => "RELEASED",
+        Ok(ReservationStatus::Expired) => "EXPIRED",
+        Ok(ReservationStatus::Unspecified) | Err(_) => "UNSPECIFIED",
+    }
+}
 
 /// Clients of the services orders depends on, authenticated as the orders service.
 #[derive(Clone)]
@@ -72,7 +83,9 @@ impl Upstreams {
         Ok(resp.into_inner().products)
     }
 
-    /// Reserves one line (idempotent by `reservation_id`).
+    /// Reserves one line (idempotent by `reservation_id`). The answer may be a
+    /// reservation that is not RESERVED (one released before this call landed); the
+    /// caller checks the status.
     pub async fn reserve(&self, line: ReserveLine) -> Result<Reservation> {
         let req = self
             .request(ReserveRequest {
@@ -112,7 +125,9 @@ impl Upstreams {
     }
 
     /// Releases a reservation (idempotent); a reservation inventory never took counts as
-    /// released. FAILED_PRECONDITION when it was committed.
+    /// released (inventory records a tombstone for it, so that a Reserve still in flight
+    /// reserves nothing; NOT_FOUND, from an inventory that predates tombstones, is taken
+    /// as released too). FAILED_PRECONDITION when it was committed.
     pub async fn release(&self, reservation_id: &str) -> Result<()> {
         let req = self
             .request(ReleaseReservationRequest {

@@ -1,6 +1,11 @@
 //! `reservations`: units of one product held in one warehouse, keyed by the caller's
 //! `reservation_id`. Status moves RESERVED → COMMITTED | RELEASED | EXPIRED exactly once;
 //! every transition is a conditional UPDATE on `status = 'RESERVED'`.
+//!
+//! A *tombstone* is a row that never held anything: RELEASED, quantity 0, no product and
+//! no warehouse. ReleaseReservation writes one for an id it has never seen, so that a
+//! Reserve with that id arriving later finds it and reserves nothing (see
+//! [`crate::reservations`]).
 
 use sea_orm::entity::prelude::*;
 
@@ -9,8 +14,10 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub reservation_id: String,
-    pub product_id: String,
-    pub warehouse_id: String,
+    /// `None` only on a tombstone.
+    pub product_id: Option<String>,
+    /// `None` only on a tombstone.
+    pub warehouse_id: Option<String>,
     pub quantity: i64,
     pub status: Status,
     pub expires_at: DateTimeUtc,
@@ -30,6 +37,13 @@ pub enum Status {
     Released,
     #[sea_orm(string_value = "EXPIRED")]
     Expired,
+}
+
+impl Model {
+    /// Whether this row is a tombstone (released before any Reserve with its id).
+    pub fn is_tombstone(&self) -> bool {
+        self.product_id.is_none()
+    }
 }
 
 impl Status {

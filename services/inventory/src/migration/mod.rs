@@ -4,12 +4,16 @@
 use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_init;
+mod m20250201_000002_reservation_tombstones;
 
 pub struct Migrator;
 
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20250101_000001_init::Migration)]
+        vec![
+            Box::new(m20250101_000001_init::Migration),
+            Box::new(m20250201_000002_reservation_tombstones::Migration),
+        ]
     }
 }

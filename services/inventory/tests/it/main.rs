@@ -7,4 +7,5 @@ mod measurements;
 mod rbac;
 mod reservations;
 mod stock;
+mod tombstones;
 mod warehouses;

@@ -289,8 +289,8 @@ async fn commit_and_release_follow_the_state_machine(backend: Backend) {
         (product.as_str(), 5)
     );
 
+    // Unknown ids (a release of one records a tombstone: see tombstones.rs).
     expect_code(env.commit("nope").await, Code::NotFound);
-    expect_code(env.release("nope").await, Code::NotFound);
     expect_code(env.get_reservation("nope").await, Code::NotFound);
 
     // AdjustStock never takes on_hand below reserved.

@@ -185,6 +185,12 @@ async fn warehouses_list_in_pages_and_update_by_mask(backend: Backend) {
         Code::InvalidArgument,
     );
     assert!(msg.starts_with("update_mask"), "{msg}");
+    // No mask: refused, never "zero every other field".
+    let msg = expect_code(
+        inv.update_warehouse(update("x", 0.0, &[])).await,
+        Code::InvalidArgument,
+    );
+    assert!(msg.starts_with("update_mask: required"), "{msg}");
     let msg = expect_code(
         inv.update_warehouse(update("x", 95.0, &["latitude"])).await,
         Code::InvalidArgument,

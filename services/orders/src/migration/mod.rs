@@ -7,6 +7,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_orders;
+mod m20250201_000002_pending_expiry_index;
 
 /// All orders migrations, oldest first.
 pub struct Migrator;
@@ -14,6 +15,9 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20250101_000001_orders::Migration)]
+        vec![
+            Box::new(m20250101_000001_orders::Migration),
+            Box::new(m20250201_000002_pending_expiry_index::Migration),
+        ]
     }
 }

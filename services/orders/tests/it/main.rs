@@ -5,6 +5,8 @@
 //! minus units of completed orders).
 
 mod access;
+mod expiry;
+mod late_reserve;
 mod lifecycle;
 mod recovery;
 mod saga;
@@ -13,6 +15,11 @@ mod support;
 use access::{
     customers_see_only_their_own_orders, list_filters_by_status_and_pages_newest_first, rbac_matrix,
 };
+use expiry::{
+    completing_an_order_whose_reservation_expired_cancels_it,
+    pending_orders_whose_reservations_expire_are_cancelled,
+};
+use late_reserve::a_reserve_answered_released_fails_its_order_and_holds_nothing;
 use lifecycle::{
     complete_commits_and_cancel_releases_idempotently,
     concurrent_complete_and_cancel_have_one_winner, customers_cannot_cancel_other_peoples_orders,
@@ -44,4 +51,7 @@ stockmesh::db_tests!(
     rbac_matrix,
     customers_see_only_their_own_orders,
     list_filters_by_status_and_pages_newest_first,
+    a_reserve_answered_released_fails_its_order_and_holds_nothing,
+    pending_orders_whose_reservations_expire_are_cancelled,
+    completing_an_order_whose_reservation_expired_cancels_it,
 );

@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use stockmesh::Target;
 use stockmesh::identity::{service_email, service_password};
 use stockmesh::proto::auth::v1::auth_service_client::AuthServiceClient;
 use stockmesh::proto::auth::v1::{CreateUserRequest, LoginRequest, Role};
@@ -17,10 +18,17 @@ use stockmesh::proto::orders::v1::order_service_client::OrderServiceClient;
 use stockmesh::proto::products::v1::CreateProductRequest;
 use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
 use stockmesh::testing::{Backend, Running, TestMesh, with_token};
+use stockmesh::{Shutdown, Target};
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 pub type Orders = OrderServiceClient<Channel>;
+
+/// Puts something between orders and inventory: given inventory's address and a shutdown
+/// signal (the mesh's), starts it and returns the address orders should call instead.
+pub type InventoryRoute = Box<
+    dyn FnOnce(SocketAddr, Shutdown) -> Pin<Box<dyn Future<Output = SocketAddr> + Send>> + Send,
+>;
 
 /// Who makes a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +133,16 @@ impl Env {
         backend: Backend,
         configure: impl FnOnce(&mut stockmesh::Config),
     ) -> Self {
+        Self::start_routed(backend, configure, None).await
+    }
+
+    /// Like [`Env::start_with`], with orders reaching inventory through `route` when given
+    /// (the test's own client still talks to inventory directly).
+    pub async fn start_routed(
+        backend: Backend,
+        configure: impl FnOnce(&mut stockmesh::Config),
+        route: Option<InventoryRoute>,
+    ) -> Self {
         let mut mesh = TestMesh::new(backend).await;
         configure(&mut mesh.config);
         let auth = mesh.start(Target::Auth, stockmesh_auth::serve).await;
@@ -134,6 +152,11 @@ impl Env {
         let inventory = mesh
             .start(Target::Inventory, stockmesh_inventory::serve)
             .await;
+        if let Some(route) = route {
+            let via = route(inventory.addr, mesh.shutdown.child()).await;
+            mesh.config
+                .set_upstream_addrs(Target::Inventory, vec![format!("http://{via}")]);
+        }
         let orders = mesh.start(Target::Orders, stockmesh_orders::serve).await;
 
         let mut a = AuthServiceClient::new(TestMesh::channel(auth.addr).await);
