@@ -73,3 +73,18 @@ rps=$(awk '/^Requests\/sec/ {print $2}' "$work/rest.txt")
 p50=$(awk '$1=="50%" {print $2}' "$work/rest.txt")
 echo "| gateway REST | wrk -c$CONNS | $rps | p50 $p50 |"
 grep -h "status codes\|Non-2xx" "$work"/*.txt >&2 || true
+
+# Added latency: one request at a time (no queueing), h2load for all four so the figures
+# compare (REST over HTTP/1.1 with --h1). Mean ≈ p50 here: the spread is tens of µs.
+lat() { # name url content-type [extra h2load args]
+    local name=$1 url=$2 ct=$3; shift 3
+    taskset -c 1 h2load -D 5 -c 1 -m 1 "$@" -H "content-type: $ct" -H 'te: trailers' "$url" >"$work/lat.txt"
+    echo "| $name | $(awk '/^time for request:/ {print $4" / "$6" / "$5}' "$work/lat.txt") |"
+}
+echo
+echo "| path, one request at a time | min / mean / max |"
+echo "|---|---|"
+lat "direct gRPC" "$direct/stockmesh.products.v1.ProductService/GetProduct" application/grpc -d "$work/get.bin"
+lat "gateway gRPC" "$gw/stockmesh.products.v1.ProductService/GetProduct" application/grpc -d "$work/get.bin"
+lat "gateway gRPC-web" "$gw/stockmesh.products.v1.ProductService/GetProduct" application/grpc-web+proto -d "$work/get.bin"
+lat "gateway REST" "$gw/v1/products/$id" application/json --h1
