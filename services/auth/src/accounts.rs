@@ -123,15 +123,20 @@ pub async fn set_role(db: &DatabaseConnection, id: &str, role: Role) -> Result<u
         return Err(Error::invalid("role", "must be set"));
     }
     let txn = db.begin().await?;
-    // A write first, so SQLite takes its write lock before reading (a read-then-write
-    // transaction would fail on a stale snapshot instead of waiting).
-    user::Entity::update_many()
-        .col_expr(user::Column::UpdatedAt, Expr::col(user::Column::UpdatedAt))
-        .filter(user::Column::Id.eq(id))
-        .exec(&txn)
-        .await?;
+    if stockmesh::db::is_sqlite(&txn) {
+        // A write first, so SQLite takes its write lock before reading (a read-then-write
+        // transaction would fail on a stale snapshot instead of waiting).
+        user::Entity::update_many()
+            .col_expr(user::Column::UpdatedAt, Expr::col(user::Column::UpdatedAt))
+            .filter(user::Column::Id.eq(id))
+            .exec(&txn)
+            .await?;
+    }
+    // PostgreSQL: the admin rows are locked before any other row and in id order, so two
+    // concurrent demotions queue on the same first lock instead of deadlocking.
     let admins = user::Entity::find()
         .filter(user::Column::Role.eq(Role::Admin.as_str_name()))
+        .order_by_asc(user::Column::Id)
         .lock_exclusive()
         .all(&txn)
         .await?;
