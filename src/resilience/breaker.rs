@@ -403,6 +403,20 @@ impl BreakerState {
     /// Asks to make a call. The permit must be given the call's outcome
     /// ([`Permit::record`]); dropped without one it only frees the probe slot.
     pub fn try_acquire(self: &Arc<Self>) -> Result<Permit, Rejected> {
+        // Closed (nearly always): admit without the lock. failsafe admits every call when
+        // closed, without side effects, so this is the locked path's answer at the moment
+        // of the loads. The epoch is read first: if a transition runs between the two
+        // loads, the call carries the older epoch and its result is ignored as stale, as
+        // for any call admitted just before a transition.
+        let epoch = self.shared.epoch.load(Ordering::Acquire);
+        if self.shared.state.load(Ordering::Acquire) == CLOSED {
+            return Ok(Permit {
+                state: self.clone(),
+                epoch,
+                probe: false,
+                done: false,
+            });
+        }
         let core = self.lock();
         if !core.machine.is_call_permitted() {
             drop(core);

@@ -208,27 +208,35 @@ impl<S: Clone> Layer<S> for RetryLayer {
     type Service = Retry<S>;
     fn layer(&self, inner: S) -> Self::Service {
         Retry {
-            spare: Arc::new(inner.clone()),
+            ctx: Arc::new(Ctx {
+                shared: self.shared.clone(),
+                spare: inner.clone(),
+            }),
             inner,
-            shared: self.shared.clone(),
         }
     }
+}
+
+/// What every clone of a [`Retry`] and every call in flight share: one `Arc`, so that
+/// cloning the service and starting a call each touch one reference count.
+struct Ctx<S> {
+    shared: Arc<Shared>,
+    /// Cloned for each retry; never called itself (so the common case, one attempt, does
+    /// not pay for a clone of the stack below).
+    spare: S,
 }
 
 /// See [`RetryLayer`].
 #[derive(Clone)]
 pub struct Retry<S> {
     inner: S,
-    /// Cloned for each retry; never called itself (so the common case, one attempt, does
-    /// not pay for a clone of the stack below).
-    spare: Arc<S>,
-    shared: Arc<Shared>,
+    ctx: Arc<Ctx<S>>,
 }
 
 impl<S> std::fmt::Debug for Retry<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retry")
-            .field("upstream", &self.shared.upstream)
+            .field("upstream", &self.ctx.shared.upstream)
             .finish()
     }
 }
@@ -250,7 +258,7 @@ where
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        let shared = &self.shared;
+        let shared = &self.ctx.shared;
         let method = match shared.methods.get(req.uri().path()) {
             Some(m) if m.unary_request && shared.settings.max_attempts > 1 => m,
             _ => return RetryFuture::once(self.inner.call(req)),
@@ -264,10 +272,10 @@ where
             Some(Ok(bytes)) => bytes,
             Some(Err(status)) => return RetryFuture::failed(status),
             None => {
-                let svc = (*self.spare).clone();
+                let svc = self.ctx.spare.clone();
                 let req = http::Request::from_parts(parts, body);
                 return RetryFuture::boxed(Box::pin(buffer_then_attempts(
-                    shared.clone(),
+                    self.ctx.clone(),
                     method,
                     svc,
                     req,
@@ -287,11 +295,10 @@ where
         RetryFuture::first(
             first,
             Attempts {
-                shared: shared.clone(),
+                ctx: self.ctx.clone(),
                 method,
                 head,
                 body: bytes,
-                spare: self.spare.clone(),
                 attempt: 1,
                 backoff: None,
             },
@@ -366,11 +373,10 @@ impl http_body::Body for Prefixed {
 
 /// What retries need, kept while the first attempt is in flight.
 struct Attempts<S> {
-    shared: Arc<Shared>,
+    ctx: Arc<Ctx<S>>,
     method: &'static MethodInfo,
     head: Head,
     body: Bytes,
-    spare: Arc<S>,
     attempt: u32,
     backoff: Option<RetryBackoff>,
 }
@@ -378,7 +384,7 @@ struct Attempts<S> {
 impl<S> Attempts<S> {
     /// The wait before another attempt, or `None` to return `result` as it is.
     fn next_wait(&mut self, result: &Result<Resp, Status>) -> Option<Duration> {
-        let shared = &self.shared;
+        let shared = &self.ctx.shared;
         let Outcome::Failure(failure) = classify(result) else {
             return None;
         };
@@ -430,10 +436,10 @@ where
         attempts.attempt += 1;
         metrics::counter!(
             "stockmesh_upstream_retries_total",
-            "upstream" => attempts.shared.upstream
+            "upstream" => attempts.ctx.shared.upstream
         )
         .increment(1);
-        let mut svc = (*attempts.spare).clone();
+        let mut svc = attempts.ctx.spare.clone();
         svc.ready().await?;
         let result = svc.call(attempts.head.request(attempts.body.clone())).await;
         match attempts.next_wait(&result) {
@@ -445,7 +451,7 @@ where
 
 /// The slow path: buffer a body that was not complete at once, then attempt.
 async fn buffer_then_attempts<S>(
-    shared: Arc<Shared>,
+    ctx: Arc<Ctx<S>>,
     method: &'static MethodInfo,
     mut svc: S,
     req: Req,
@@ -456,7 +462,7 @@ where
     let (parts, body) = req.into_parts();
     let body = buffer(body).await?;
     svc.ready().await?;
-    if body.len() > shared.settings.buffer_bytes {
+    if body.len() > ctx.shared.settings.buffer_bytes {
         return svc
             .call(http::Request::from_parts(parts, replayable(body)))
             .await;
@@ -466,11 +472,10 @@ where
         .call(http::Request::from_parts(parts, replayable(body.clone())))
         .await;
     let mut attempts = Attempts {
-        shared,
+        ctx,
         method,
         head,
         body,
-        spare: Arc::new(svc),
         attempt: 1,
         backoff: None,
     };
@@ -606,7 +611,7 @@ struct Head {
     method: http::Method,
     uri: http::Uri,
     version: http::Version,
-    headers: http::HeaderMap,
+    headers: SavedHeaders,
     deadline: Option<CallDeadline>,
 }
 
@@ -616,7 +621,7 @@ impl Head {
             method: parts.method.clone(),
             uri: parts.uri.clone(),
             version: parts.version,
-            headers: parts.headers.clone(),
+            headers: SavedHeaders::of(&parts.headers),
             deadline: parts.extensions.get::<CallDeadline>().copied(),
         }
     }
@@ -626,11 +631,54 @@ impl Head {
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.clone();
+        *req.headers_mut() = self.headers.to_map();
         if let Some(deadline) = self.deadline {
             req.extensions_mut().insert(deadline);
         }
         req
+    }
+}
+
+/// Request headers kept for a retry. A gRPC call carries a handful (`te`,
+/// `content-type`, `authorization`, a request id, `grpc-timeout`), which are kept inline:
+/// a `HeaderMap` clone costs two allocations on every call, and nearly every call is
+/// never retried. More than fit are kept as a `HeaderMap` clone.
+struct SavedHeaders {
+    inline: [Option<(http::HeaderName, http::HeaderValue)>; INLINE_HEADERS],
+    len: usize,
+    map: Option<http::HeaderMap>,
+}
+
+const INLINE_HEADERS: usize = 5;
+
+impl SavedHeaders {
+    fn of(headers: &http::HeaderMap) -> Self {
+        let mut saved = Self {
+            inline: Default::default(),
+            len: headers.len(),
+            map: None,
+        };
+        // `len` counts every value, so repeated names fit exactly too.
+        if headers.len() > INLINE_HEADERS {
+            saved.map = Some(headers.clone());
+            return saved;
+        }
+        for (slot, (name, value)) in saved.inline.iter_mut().zip(headers) {
+            *slot = Some((name.clone(), value.clone()));
+        }
+        saved
+    }
+
+    /// The headers as they were, repeated names and their order included.
+    fn to_map(&self) -> http::HeaderMap {
+        if let Some(map) = &self.map {
+            return map.clone();
+        }
+        let mut map = http::HeaderMap::with_capacity(self.len);
+        for (name, value) in self.inline.iter().flatten() {
+            map.append(name.clone(), value.clone());
+        }
+        map
     }
 }
 
@@ -657,6 +705,34 @@ mod tests {
         assert_eq!(s.backoff, Duration::from_millis(25));
         assert_eq!(s.max_backoff, Duration::from_secs(1));
         assert!((s.budget_ratio - 0.2).abs() < f32::EPSILON);
+    }
+
+    #[test]
+    fn saved_headers_round_trip() {
+        for n in [0usize, 1, 3, INLINE_HEADERS, INLINE_HEADERS + 1, 9] {
+            let mut map = http::HeaderMap::new();
+            for i in 0..n {
+                // Every other header repeats a name, which must survive with its order.
+                let name = if i % 2 == 1 {
+                    "x-repeat"
+                } else {
+                    [
+                        "te",
+                        "content-type",
+                        "authorization",
+                        "x-request-id",
+                        "grpc-timeout",
+                    ][i / 2 % 5]
+                };
+                map.append(
+                    http::HeaderName::from_static(name),
+                    http::HeaderValue::from_str(&format!("v{i}")).unwrap(),
+                );
+            }
+            let saved = SavedHeaders::of(&map);
+            assert_eq!(saved.map.is_none(), n <= INLINE_HEADERS);
+            assert_eq!(saved.to_map(), map, "{n} headers");
+        }
     }
 
     #[test]
