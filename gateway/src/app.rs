@@ -8,11 +8,17 @@
 //! comes back as it is, so streaming RPCs work and deadlines propagate. The channel's
 //! resilience stack (deadline, retry, breaker) sits inside, so a dead upstream answers
 //! UNAVAILABLE quickly instead of hanging the client.
+//!
+//! Every gRPC call — proxied or answered here (health, reflection) — passes the edge
+//! checks (token, rate limit) keyed by the resolved client address ([`crate::client_ip`]),
+//! and its body is capped while it streams ([`crate::body_cap`]). A proxied call carries
+//! the client address to the services, stamped by the kernel's [`ClientAttestor`] (any
+//! client-supplied copy is replaced).
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -23,11 +29,14 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Versio
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use prost_reflect::{DescriptorPool, DynamicMessage};
 use stockmesh::client::UpstreamChannel;
+use stockmesh::identity::{CLIENT_IP_HEADER, CLIENT_PROOF_HEADER, ClientAttestor};
 use stockmesh::{Config, Target};
 use tonic::Status;
 use tower::util::BoxCloneSyncService;
 use tower::{Layer, Service, ServiceExt};
 
+use crate::body_cap::{CappedBody, Tripped};
+use crate::client_ip::{ClientIp, TrustedProxies};
 use crate::edge::Edge;
 use crate::error::Error;
 use crate::observe::{Protocol, RouteLabel, StatusSlot};
@@ -42,6 +51,15 @@ pub type LocalService =
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub SocketAddr);
 
+/// The methods of the services answered locally: the only local paths that get their own
+/// metric label (anything else on those services is `unknown`, like any unknown path).
+pub const LOCAL_METHODS: [&str; 4] = [
+    "/grpc.health.v1.Health/Check",
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
 /// Everything a request may need, shared by all connections.
 pub struct State {
     pub config: Arc<Config>,
@@ -55,6 +73,10 @@ pub struct State {
     /// Services answered locally, by full name.
     local: HashMap<&'static str, LocalService>,
     pub edge: Edge,
+    /// Whose `X-Forwarded-For` is believed.
+    trusted: TrustedProxies,
+    /// Stamps the client address onto proxied calls.
+    attestor: ClientAttestor,
     pub openapi: Bytes,
 }
 
@@ -69,7 +91,7 @@ impl State {
             .map_err(|e| stockmesh::Error::Config(format!("google.api.http rules: {e}")))?;
         let mut upstreams = HashMap::new();
         let mut owners = HashMap::new();
-        let mut grpc_paths = HashSet::new();
+        let mut grpc_paths: HashSet<String> = LOCAL_METHODS.iter().map(|m| m.to_string()).collect();
         for target in Target::SERVICES {
             upstreams.insert(target, stockmesh::client::upstream(&config, target)?);
             owners.insert(target.grpc_service().to_string(), target);
@@ -81,6 +103,8 @@ impl State {
         }
         let openapi = Bytes::from(crate::openapi::document(&pool, &routes).to_string());
         let edge = Edge::new(&config)?;
+        let trusted = TrustedProxies::parse(&config.gateway.trusted_proxies)?;
+        let attestor = ClientAttestor::new(&stockmesh::identity::resolve_secret(&config)?);
         Ok(Self {
             config,
             routes,
@@ -90,6 +114,8 @@ impl State {
             grpc_paths,
             local,
             edge,
+            trusted,
+            attestor,
             openapi,
         })
     }
@@ -99,7 +125,11 @@ impl State {
     }
 
     /// Routes one request.
-    async fn dispatch(self: Arc<Self>, req: Request<Body>) -> Response<Body> {
+    async fn dispatch(self: Arc<Self>, mut req: Request<Body>) -> Response<Body> {
+        if let Some(peer) = req.extensions().get::<ClientAddr>().map(|a| a.0.ip()) {
+            let client = self.trusted.resolve(peer, req.headers());
+            req.extensions_mut().insert(ClientIp(client));
+        }
         let protocol = Protocol::of(req.headers());
         let (label, mut resp) = match protocol {
             Protocol::Grpc => {
@@ -123,9 +153,9 @@ impl State {
         resp
     }
 
+    /// The metric label of a gRPC path: the path of a real method, else `unknown`.
     fn grpc_label(&self, path: &str) -> String {
-        let service = path.trim_start_matches('/').split('/').next().unwrap_or("");
-        if self.grpc_paths.contains(path) || self.local.contains_key(service) {
+        if self.grpc_paths.contains(path) {
             path.to_string()
         } else {
             "unknown".to_string()
@@ -151,34 +181,49 @@ impl State {
             .next()
             .unwrap_or("")
             .to_string();
+        let client = req.extensions().get::<ClientIp>().map(|c| c.0);
+        if let Err(e) = self.edge.admit(req.headers(), client).await {
+            return Status::from(e).into_http();
+        }
+        let limit = self.config.gateway.max_body_bytes;
+        if content_length(req.headers()).is_some_and(|n| n > limit) {
+            return crate::body_cap::too_large(limit).into_http();
+        }
+        let tripped = Tripped::default();
+        let req =
+            req.map(|body| tonic::body::Body::new(CappedBody::new(body, limit, tripped.clone())));
         if let Some(local) = self.local.get(service.as_str()) {
-            return match local.clone().oneshot(req).await {
+            let resp = match local.clone().oneshot(req).await {
                 Ok(resp) => resp,
                 Err(never) => match never {},
             };
+            return capped(resp, &tripped, limit);
         }
         let Some(target) = self.owners.get(&service).copied() else {
             return Status::unimplemented(format!("unknown service {service}")).into_http();
         };
-        let peer = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
-        if let Err(e) = self.edge.admit(req.headers(), peer).await {
-            return Status::from(e).into_http();
-        }
-        if content_length(req.headers()).is_some_and(|n| n > self.config.gateway.max_body_bytes) {
-            return Status::from(Error::TooLarge {
-                limit: self.config.gateway.max_body_bytes,
-            })
-            .into_http();
-        }
         let Some(channel) = self.upstream(target) else {
             return Status::unavailable(format!("no channel to {target}")).into_http();
         };
         let (mut parts, body) = req.into_parts();
         strip_hop_by_hop(&mut parts.headers);
+        self.stamp(client, &mut parts.headers);
         parts.version = Version::HTTP_2;
         match channel.oneshot(Request::from_parts(parts, body)).await {
-            Ok(resp) => resp,
+            Ok(resp) => capped(resp, &tripped, limit),
+            Err(_) if tripped.get() => crate::body_cap::too_large(limit).into_http(),
             Err(status) => status.into_http(),
+        }
+    }
+
+    /// Puts the client address on a call to a service (and drops any client-sent copy).
+    fn stamp(&self, client: Option<IpAddr>, headers: &mut HeaderMap) {
+        match client {
+            Some(ip) => self.attestor.stamp(ip, headers),
+            None => {
+                headers.remove(CLIENT_IP_HEADER);
+                headers.remove(CLIENT_PROOF_HEADER);
+            }
         }
     }
 
@@ -221,8 +266,8 @@ impl State {
         req: Request<Body>,
     ) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
-        let peer = parts.extensions.get::<ClientAddr>().map(|a| a.0.ip());
-        self.edge.admit(&parts.headers, peer).await?;
+        let client = parts.extensions.get::<ClientIp>().map(|c| c.0);
+        self.edge.admit(&parts.headers, client).await?;
 
         let limit = self.config.gateway.max_body_bytes;
         let has_body = !matches!(route.body, crate::routes::BodyRule::None);
@@ -253,6 +298,7 @@ impl State {
             channel,
             &route.grpc_path,
             &parts.headers,
+            client.map(|ip| (&self.attestor, ip)),
             transcode::encode_frame(&msg),
         )
         .await?;
@@ -269,11 +315,13 @@ impl State {
 }
 
 /// Makes a unary gRPC call with one encoded frame; returns the response message bytes.
-/// Forwards the caller's `authorization`, `x-request-id` and `grpc-timeout`.
+/// Forwards the caller's `authorization`, `x-request-id` and `grpc-timeout`, and stamps
+/// the client address when `client` is given.
 pub async fn unary(
     channel: UpstreamChannel,
     path: &str,
     incoming: &HeaderMap,
+    client: Option<(&ClientAttestor, IpAddr)>,
     frame: Bytes,
 ) -> Result<Bytes, Status> {
     let mut req = Request::new(tonic::body::Body::new(Full::new(frame)));
@@ -296,6 +344,9 @@ pub async fn unary(
         if let Some(v) = incoming.get(name) {
             headers.insert(name, v.clone());
         }
+    }
+    if let Some((attestor, ip)) = client {
+        attestor.stamp(ip, headers);
     }
     let resp = channel.oneshot(req).await?;
     if let Some(status) = Status::from_header_map(resp.headers())
@@ -357,6 +408,21 @@ impl Service<Request<Body>> for Gateway {
         let state = self.0.clone();
         Box::pin(async move { Ok(state.dispatch(req).await) })
     }
+}
+
+/// The response of a call whose request body went through a [`CappedBody`]: when the body
+/// was refused, RESOURCE_EXHAUSTED instead of whatever came back; else the response, its
+/// body guarded in case the refusal comes while it streams.
+fn capped(
+    resp: Response<tonic::body::Body>,
+    tripped: &Tripped,
+    limit: usize,
+) -> Response<tonic::body::Body> {
+    if tripped.get() {
+        return crate::body_cap::too_large(limit).into_http();
+    }
+    let tripped = tripped.clone();
+    resp.map(|body| tripped.guard(body, crate::body_cap::too_large(limit)))
 }
 
 fn content_length(headers: &HeaderMap) -> Option<usize> {

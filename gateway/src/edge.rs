@@ -8,7 +8,8 @@
 //!   header is forwarded unchanged: services still verify it and check roles themselves.
 //! * **Rate limiting** (governor, GCRA). Signed-in callers are limited per user (the
 //!   token's `sub`), so many users behind one NAT do not starve each other; anonymous
-//!   callers per client IP. Over the limit → [`Error::RateLimited`] with the time until
+//!   callers per client IP ([`crate::client_ip`]: the peer, or the address a trusted proxy
+//!   reports; IPv6 by its /64). Over the limit → [`Error::RateLimited`] with the time until
 //!   the next request would be admitted.
 
 use std::hash::Hash;
@@ -23,6 +24,7 @@ use stockmesh::authn::{AuthnError, Verifier};
 use stockmesh::{Config, Target};
 use tonic::Status;
 
+use crate::client_ip::rate_key;
 use crate::error::Error;
 
 /// Who a request is counted against.
@@ -68,8 +70,9 @@ impl Edge {
 
     /// Authenticates (when a token is present) and counts the request. A refused token is
     /// counted against the client's IP, so a flood of forged tokens is throttled too.
-    pub async fn admit(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<(), Error> {
-        let anonymous = peer.map_or(ClientKey::Unknown, ClientKey::Ip);
+    /// `client` is the resolved client address ([`crate::client_ip`]).
+    pub async fn admit(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Result<(), Error> {
+        let anonymous = client.map_or(ClientKey::Unknown, |ip| ClientKey::Ip(rate_key(ip)));
         let verified = match bearer(headers) {
             Ok(None) => return self.check(&anonymous),
             Ok(Some(token)) => self.verifier.verify(token).await,
@@ -173,6 +176,18 @@ mod tests {
         }
         let err = e.admit(&bad, peer).await.unwrap_err();
         assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn ipv6_clients_share_a_bucket_per_64() {
+        let e = edge(1, 1);
+        let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
+        let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
+        let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert!(e.admit(&HeaderMap::new(), Some(a)).await.is_ok());
+        let err = e.admit(&HeaderMap::new(), Some(same_64)).await.unwrap_err();
+        assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
+        assert!(e.admit(&HeaderMap::new(), Some(other_64)).await.is_ok());
     }
 
     #[test]

@@ -10,9 +10,11 @@
 //!   set ([`routes`], [`template`], [`transcode`]); `/openapi.json` documents it
 //!   ([`openapi`]).
 //!
-//! Around that: CORS, token checks and rate limits at the edge ([`edge`]), request ids,
-//! access logs and Prometheus metrics ([`observe`]), and `/healthz`, `/readyz`, `/metrics`
-//! plus the gateway's own `grpc.health.v1` and reflection ([`ops`]).
+//! Around that: CORS, token checks and rate limits at the edge ([`edge`]) keyed by the
+//! client address ([`client_ip`], trusted proxies), body caps enforced while bodies stream
+//! ([`body_cap`]), request ids, access logs and Prometheus metrics ([`observe`]), and
+//! `/healthz`, `/readyz`, `/metrics` plus the gateway's own `grpc.health.v1` and
+//! reflection ([`ops`]).
 //!
 //! The layers are assembled in [`serve`], outermost first: observe → CORS → dispatch.
 
@@ -32,6 +34,8 @@ use tower::{ServiceBuilder, ServiceExt};
 use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 
 pub mod app;
+pub mod body_cap;
+pub mod client_ip;
 pub mod edge;
 pub mod error;
 pub mod observe;

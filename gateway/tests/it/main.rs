@@ -3,12 +3,14 @@
 //! and test, and outside-style clients (HTTP/1.1 REST and gRPC-web, h2c gRPC, Node).
 //! Every test runs on SQLite and PostgreSQL.
 
+mod abuse;
 mod edge;
 mod grpc;
 mod node;
 mod rest;
 mod support;
 
+use abuse::*;
 use edge::*;
 use grpc::*;
 use node::*;
@@ -29,4 +31,8 @@ stockmesh::db_tests!(
     grpc_through_the_gateway,
     grpc_web_binary_and_text,
     node_client,
+    streamed_bodies_are_capped,
+    metric_labels_stay_bounded,
+    health_calls_are_rate_limited,
+    trusted_proxies_separate_forwarded_clients,
 );
