@@ -239,7 +239,8 @@ pub struct AuthSettings {
     /// Lifetime of refresh tokens (seconds).
     #[arg(long, env = "STOCKMESH_REFRESH_TOKEN_TTL_SECS", default_value_t = 30 * 24 * 3600, global = true)]
     pub refresh_token_ttl_secs: u64,
-    /// Failed logins allowed per email in a burst before RESOURCE_EXHAUSTED.
+    /// Login attempts allowed per (email, client) in a burst before RESOURCE_EXHAUSTED
+    /// (ten times as many per email across all clients).
     #[arg(
         long,
         env = "STOCKMESH_LOGIN_BURST",
@@ -247,7 +248,7 @@ pub struct AuthSettings {
         global = true
     )]
     pub login_burst: u32,
-    /// Failed logins per email replenished per minute after the burst.
+    /// Login attempts per (email, client) replenished per minute after the burst.
     #[arg(
         long,
         env = "STOCKMESH_LOGIN_PER_MINUTE",
@@ -255,6 +256,14 @@ pub struct AuthSettings {
         global = true
     )]
     pub login_per_minute: u32,
+    /// Most entries each login-throttle limiter keeps (least recently used evicted).
+    #[arg(
+        long,
+        env = "STOCKMESH_LOGIN_THROTTLE_MAX_KEYS",
+        default_value_t = 50_000,
+        global = true
+    )]
+    pub login_throttle_max_keys: usize,
     /// Shared secret from which service identities (orders, inventory, gateway) sign in
     /// to auth. Unset: read from (or created in) `<data-dir>/service-secret`, which works
     /// for `up` and for several `serve` processes on one machine; set it on Kubernetes.
@@ -307,6 +316,22 @@ pub struct OrdersSettings {
         global = true
     )]
     pub reconcile_after_secs: u64,
+    /// Most open (not yet completed or cancelled) orders one customer may hold; at least 1.
+    #[arg(
+        long,
+        env = "STOCKMESH_MAX_PENDING_ORDERS_PER_CUSTOMER",
+        default_value_t = 20,
+        global = true
+    )]
+    pub max_pending_orders_per_customer: u64,
+    /// Largest quantity one order line may ask for; at least 1.
+    #[arg(
+        long,
+        env = "STOCKMESH_MAX_QUANTITY_PER_LINE",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub max_quantity_per_line: u64,
 }
 
 /// Gateway settings.
@@ -340,6 +365,15 @@ pub struct GatewaySettings {
     /// Largest accepted request body (bytes).
     #[arg(long, env = "STOCKMESH_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024, global = true)]
     pub max_body_bytes: usize,
+    /// Proxies in front of the gateway whose `X-Forwarded-For` is believed
+    /// (comma-separated IPs or CIDRs; empty: the TCP peer is the client).
+    #[arg(
+        long,
+        env = "STOCKMESH_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        global = true
+    )]
+    pub trusted_proxies: Vec<String>,
 }
 
 #[derive(Parser)]

@@ -234,7 +234,11 @@ impl TestMesh {
         config.data_dir = data_dir.clone();
         config.auth.admin_email = Self::ADMIN_EMAIL.to_string();
         config.auth.admin_password = Some(Self::ADMIN_PASSWORD.to_string());
-        config.auth.service_secret = Some(uuid::Uuid::new_v4().to_string());
+        config.auth.service_secret = Some(format!(
+            "{}{}",
+            uuid::Uuid::new_v4().simple(),
+            uuid::Uuid::new_v4().simple()
+        ));
         let mut dbs = Vec::new();
         for target in crate::Target::SERVICES {
             let db = TestDb::new(backend).await;
@@ -313,6 +317,25 @@ impl TestMesh {
             .connect()
             .await
             .unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"))
+    }
+
+    /// An access token of service identity `target` (role SERVICE) from the auth server at
+    /// `auth`, obtained the way services obtain theirs (IssueServiceToken).
+    pub async fn service_token(&self, auth: SocketAddr, target: crate::Target) -> String {
+        let secret = self
+            .config
+            .auth
+            .service_secret
+            .clone()
+            .unwrap_or_else(|| panic!("TestMesh sets a service secret"));
+        crate::proto::auth::v1::auth_service_client::AuthServiceClient::new(
+            Self::channel(auth).await,
+        )
+        .issue_service_token(crate::identity::service_token_request(&secret, target))
+        .await
+        .unwrap_or_else(|e| panic!("service token for {target}: {e}"))
+        .into_inner()
+        .access_token
     }
 
     /// Database URL of a service in this mesh.

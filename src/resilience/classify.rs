@@ -70,6 +70,9 @@ pub enum Rejected {
     AllEjected,
     #[error("too many calls in flight")]
     Shed,
+    /// The caller's request body failed while it was sent (too large, aborted).
+    #[error("the request body failed")]
+    RequestBody,
 }
 
 impl Rejected {
@@ -95,6 +98,13 @@ pub struct TransportFailure {
 /// the channel's own `grpc-timeout` timer). Everything a channel returns as
 /// an error is a transport problem: the server's own statuses arrive as responses.
 pub fn transport_status(upstream: &str, endpoint: &str, err: tonic::transport::Error) -> Status {
+    // The request body itself failed (e.g. the gateway's streaming size cap): the caller's
+    // fault, not the upstream's. Its status goes back as it is, marked neutral.
+    if let Some(status) = find_in_chain::<Status>(&err) {
+        let mut out = Status::new(status.code(), status.message().to_string());
+        out.set_source(Arc::new(Rejected::RequestBody));
+        return out;
+    }
     // The channel enforces the `grpc-timeout` it sends, too; its timer may fire first.
     if chain_has::<tonic::TimeoutExpired>(&err) {
         return Status::deadline_exceeded(format!(
@@ -111,6 +121,19 @@ pub fn transport_status(upstream: &str, endpoint: &str, err: tonic::transport::E
     let mut status = Status::unavailable(message.clone());
     status.set_source(Arc::new(TransportFailure { connect, message }));
     status
+}
+
+fn find_in_chain<'a, T: std::error::Error + 'static>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Option<&'a T> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
+        }
+        cur = e.source();
+    }
+    None
 }
 
 fn chain_has<T: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {

@@ -20,7 +20,9 @@
 //!
 //! To send a request twice its body must be kept: unary request messages (a few hundred
 //! bytes here) are buffered whole, up to `STOCKMESH_RETRY_BUFFER_BYTES`; a larger body, a
-//! streaming request, or a path the method table does not know is sent once as is.
+//! streaming request, or a path the method table does not know is sent once as is — a
+//! body found to be larger while it is read stops being buffered at the limit and the
+//! rest streams through, so no body is ever held beyond that limit.
 //! Metrics: `stockmesh_upstream_retries_total`, `stockmesh_upstream_retry_budget_exhausted_total`.
 
 use std::future::Future;
@@ -460,13 +462,15 @@ where
     S: Service<Req, Response = Resp, Error = Status> + Clone,
 {
     let (parts, body) = req.into_parts();
-    let body = buffer(body).await?;
+    let body = match buffer(body, ctx.shared.settings.buffer_bytes).await? {
+        Buffered::Whole(bytes) => bytes,
+        // Past the replay limit: sent once, the rest streamed through, never held.
+        Buffered::Partial(body) => {
+            svc.ready().await?;
+            return svc.call(http::Request::from_parts(parts, body)).await;
+        }
+    };
     svc.ready().await?;
-    if body.len() > ctx.shared.settings.buffer_bytes {
-        return svc
-            .call(http::Request::from_parts(parts, replayable(body)))
-            .await;
-    }
     let head = Head::of(&parts);
     let result = svc
         .call(http::Request::from_parts(parts, replayable(body.clone())))
@@ -573,16 +577,28 @@ where
     }
 }
 
-/// Reads a request body whole. A unary gRPC request is one data frame, kept as is
-/// (no copy); several frames are joined.
-async fn buffer(mut body: Body) -> Result<Bytes, Status> {
+/// A request body as far as [`buffer`] read it.
+enum Buffered {
+    /// All of it, within the replay limit.
+    Whole(Bytes),
+    /// Over the limit: what was read, chained to the rest of the stream.
+    Partial(Body),
+}
+
+/// Reads a request body whole, but never more than `limit` bytes of it: a larger (or
+/// endless) body is handed on as a stream after the first `limit`-odd bytes, so a client
+/// cannot make this layer hold an unbounded body. A unary gRPC request is one data
+/// frame, kept as is (no copy); several frames are joined.
+async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, Status> {
     let mut first: Option<Bytes> = None;
     let mut rest: Option<BytesMut> = None;
+    let mut len = 0usize;
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
         let Ok(mut data) = frame?.into_data() else {
             continue; // request trailers: gRPC clients send none
         };
         let chunk = data.copy_to_bytes(data.remaining());
+        len += chunk.len();
         match (&mut first, &mut rest) {
             (None, _) => first = Some(chunk),
             (Some(head), None) => {
@@ -593,12 +609,24 @@ async fn buffer(mut body: Body) -> Result<Bytes, Status> {
             }
             (Some(_), Some(joined)) => joined.extend_from_slice(&chunk),
         }
+        if len > limit {
+            let read = match (first, rest) {
+                (_, Some(joined)) => joined.freeze(),
+                (Some(one), None) => one,
+                (None, None) => Bytes::new(),
+            };
+            return Ok(Buffered::Partial(Body::new(Prefixed {
+                first: Some(read),
+                pending: None,
+                rest: body,
+            })));
+        }
     }
-    Ok(match (first, rest) {
+    Ok(Buffered::Whole(match (first, rest) {
         (_, Some(joined)) => joined.freeze(),
         (Some(one), None) => one,
         (None, None) => Bytes::new(),
-    })
+    }))
 }
 
 fn replayable(body: Bytes) -> Body {

@@ -115,9 +115,7 @@ pub async fn streamed_bodies_are_capped(backend: Backend) {
 
 /// The same with retries off, so the body goes straight to the HTTP/2 client instead of
 /// the retry layer's buffer: the refusal must still not count against the upstream
-/// (needs the kernel to classify a `Status` in a transport error's chain as neutral).
-// Not in `db_tests!` until that kernel change lands.
-#[allow(dead_code)]
+/// (the kernel classifies a `Status` in a transport error's chain as neutral).
 pub async fn streamed_bodies_are_capped_without_retry(backend: Backend) {
     let env = Env::start_with(backend, |c| {
         c.gateway.max_body_bytes = LIMIT;

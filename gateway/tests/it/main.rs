@@ -32,6 +32,7 @@ stockmesh::db_tests!(
     grpc_web_binary_and_text,
     node_client,
     streamed_bodies_are_capped,
+    streamed_bodies_are_capped_without_retry,
     metric_labels_stay_bounded,
     health_calls_are_rate_limited,
     trusted_proxies_separate_forwarded_clients,

@@ -73,13 +73,15 @@ impl AuthService for AuthApi {
         &self,
         request: Request<LoginRequest>,
     ) -> Result<Response<LoginResponse>, Status> {
+        let auth = self.auth()?;
+        let client = auth.client_of(&request);
         let r = request.into_inner();
         let TokenPair {
             access_token,
             refresh_token,
             expires_in,
             user,
-        } = self.auth()?.login(&r.email, &r.password).await?;
+        } = auth.login(&r.email, &r.password, client).await?;
         Ok(Response::new(LoginResponse {
             access_token,
             refresh_token,
@@ -210,6 +212,19 @@ impl AuthService for AuthApi {
         tracing::info!(admin = %caller.user_id, user = %user.id, role = role.as_str_name(), "role changed");
         Ok(Response::new(UpdateUserRoleResponse {
             user: Some(to_proto(&user)),
+        }))
+    }
+
+    async fn issue_service_token(
+        &self,
+        request: Request<IssueServiceTokenRequest>,
+    ) -> Result<Response<IssueServiceTokenResponse>, Status> {
+        let (access_token, expires_in) =
+            self.auth()?.issue_service_token(request.get_ref()).await?;
+        Ok(Response::new(IssueServiceTokenResponse {
+            access_token,
+            expires_in,
+            token_type: BEARER.into(),
         }))
     }
 

@@ -71,36 +71,34 @@ pub async fn ensure_admin(db: &DatabaseConnection, config: &Config) -> Result<()
     Ok(())
 }
 
-/// Makes sure every service identity has an account with role SERVICE whose password is
-/// derived from the shared secret. A stored hash that already verifies is kept, so a
-/// restart costs one verify per service, not a hash and a write.
+/// Stored instead of a password hash for service accounts: not a PHC string, so no
+/// password ever verifies against it. Services prove themselves with IssueServiceToken.
+pub const NO_PASSWORD: &str = "!service-identity";
+
+/// Makes sure every service identity has an account with role SERVICE and no usable
+/// password (services sign in with [`crate::service_tokens`]). Also refuses to start
+/// without a usable service secret.
 pub async fn ensure_service_accounts(db: &DatabaseConnection, config: &Config) -> Result<()> {
-    let secret = identity::resolve_secret(config)
+    identity::resolve_secret(config)
         .map_err(|e| Error::Config(format!("cannot read the service secret: {e}")))?;
     for target in SERVICE_ACCOUNTS {
-        ensure_service_account(db, target, &identity::service_password(&secret, target)).await?;
+        ensure_service_account(db, target).await?;
     }
     Ok(())
 }
 
-async fn ensure_service_account(db: &DatabaseConnection, target: Target, pw: &str) -> Result<()> {
+async fn ensure_service_account(db: &DatabaseConnection, target: Target) -> Result<()> {
     let email = identity::service_email(target);
-    let existing = accounts::by_email(db, &email).await?;
-    if let Some(row) = &existing
-        && row.role == Role::Service.as_str_name()
-        && password::verify(pw.to_string(), row.password_hash.clone()).await?
-    {
-        return Ok(());
-    }
-    let password_hash = password::hash(pw.to_string()).await?;
-    match existing {
+    match accounts::by_email(db, &email).await? {
+        Some(row)
+            if row.role == Role::Service.as_str_name() && row.password_hash == NO_PASSWORD => {}
         Some(row) => {
             let mut active: user::ActiveModel = row.into();
             active.role = Set(Role::Service.as_str_name().to_string());
-            active.password_hash = Set(password_hash);
+            active.password_hash = Set(NO_PASSWORD.to_string());
             active.updated_at = Set(Utc::now());
             active.update(db).await?;
-            tracing::info!(service = %target, "updated the service account (secret or role changed)");
+            tracing::info!(service = %target, "updated the service account (role, or password sign-in removed)");
         }
         None => {
             let created = accounts::insert(
@@ -109,13 +107,13 @@ async fn ensure_service_account(db: &DatabaseConnection, target: Target, pw: &st
                     email,
                     display_name: format!("{target} service"),
                     role: Role::Service,
-                    password_hash,
+                    password_hash: NO_PASSWORD.to_string(),
                 },
             )
             .await;
             match created {
                 Ok(_) => tracing::info!(service = %target, "created the service account"),
-                // A replica sharing the database created it concurrently, from the same secret.
+                // A replica sharing the database created it concurrently.
                 Err(Error::EmailTaken) => {}
                 Err(e) => return Err(e),
             }

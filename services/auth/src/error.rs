@@ -17,6 +17,12 @@ pub enum Error {
     /// which emails exist.
     #[error("invalid email or password")]
     InvalidCredentials,
+    /// A service-token proof is wrong, stale or replayed.
+    #[error("service credential refused: {0}")]
+    ServiceCredentialRefused(String),
+    /// Service identities do not use Login.
+    #[error("email: service identities sign in with IssueServiceToken, not Login")]
+    ServiceLogin,
     #[error("too many failed logins for this email; retry later")]
     TooManyFailedLogins,
     /// Unknown, expired, revoked or already rotated refresh token.
@@ -64,7 +70,12 @@ impl From<Error> for Status {
             Error::InvalidCredentials
             | Error::InvalidRefreshToken
             | Error::RefreshTokenReused
-            | Error::UnknownSubject => Status::unauthenticated(e.to_string()),
+            | Error::UnknownSubject
+            | Error::ServiceCredentialRefused(_) => Status::unauthenticated(e.to_string()),
+            Error::ServiceLogin => invalid_field(
+                "email",
+                "service identities sign in with IssueServiceToken, not Login",
+            ),
             Error::TooManyFailedLogins => Status::resource_exhausted(e.to_string()),
             Error::EmailTaken => Status::already_exists(e.to_string()),
             Error::UserNotFound(_) => Status::not_found(e.to_string()),

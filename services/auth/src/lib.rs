@@ -9,7 +9,10 @@
 //!   tokens locally ([`keys`]);
 //! * refresh tokens are opaque, stored hashed, rotated on every use, and reuse of a rotated
 //!   token revokes the whole session ([`sessions`]);
-//! * failed logins are throttled per email ([`throttle`]);
+//! * login attempts are throttled per (email, client) and per email, in bounded memory
+//!   ([`throttle`]);
+//! * the mesh's services get their tokens from [`service_tokens`] (an HMAC proof of the
+//!   shared secret), never through Login, so they cannot be locked out from the edge;
 //! * at start the first admin and the service identities' accounts are made to exist
 //!   ([`bootstrap`]).
 //!
@@ -34,6 +37,7 @@ pub mod keys;
 pub mod migration;
 pub mod password;
 pub mod service;
+pub mod service_tokens;
 pub mod sessions;
 pub mod throttle;
 pub mod validate;
@@ -74,8 +78,9 @@ pub async fn serve(
             let auth = Arc::new(res?);
             let db = auth.db().clone();
             // Cannot be set already: this is the only place that sets it.
-            let _ = ready.set(auth);
+            let _ = ready.set(auth.clone());
             spawn_sweeper(db.clone(), shutdown.clone());
+            spawn_throttle_pruner(auth.clone(), shutdown.clone());
             health.set_serving().await;
             health.watch_database(db, shutdown.clone());
             tracing::info!("auth ready");
@@ -90,6 +95,21 @@ pub async fn migrate(config: &Config) -> stockmesh::Result<()> {
         stockmesh::db::connect_and_migrate::<Migrator>(&config.database_url(Target::Auth)).await?;
     db.close().await?;
     Ok(())
+}
+
+/// How often the login throttle forgets entries that hold nothing back.
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+fn spawn_throttle_pruner(auth: Arc<service::Auth>, shutdown: Shutdown) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.wait() => return,
+                () = tokio::time::sleep(PRUNE_EVERY) => {}
+            }
+            auth.prune_throttle();
+        }
+    });
 }
 
 /// Deletes expired refresh tokens every [`SWEEP_EVERY`] until `shutdown`.

@@ -12,6 +12,7 @@ use crate::entity::user;
 use crate::error::{Error, Result};
 use crate::keys::KeyRing;
 use crate::password;
+use crate::service_tokens::ServiceProofs;
 use crate::sessions;
 use crate::throttle::LoginThrottle;
 use crate::validate;
@@ -30,6 +31,9 @@ pub struct Auth {
     db: DatabaseConnection,
     keys: KeyRing,
     throttle: LoginThrottle,
+    service_proofs: ServiceProofs,
+    /// Vouches for the client address the gateway forwards.
+    attestor: stockmesh::identity::ClientAttestor,
     /// Verified against on unknown emails so that "no such user" takes as long as "wrong
     /// password" and timing does not reveal which emails exist.
     dummy_hash: String,
@@ -44,6 +48,8 @@ impl Auth {
         let keys = KeyRing::load_or_create(&db).await?;
         crate::bootstrap::ensure_admin(&db, config).await?;
         crate::bootstrap::ensure_service_accounts(&db, config).await?;
+        let secret = stockmesh::identity::resolve_secret(config)
+            .map_err(|e| Error::Config(format!("cannot read the service secret: {e}")))?;
         let dummy_hash = password::hash(uuid::Uuid::new_v4().to_string()).await?;
         let secs = |s: u64, name: &str| {
             i64::try_from(s)
@@ -53,7 +59,13 @@ impl Auth {
         };
         Ok(Self {
             keys,
-            throttle: LoginThrottle::new(config.auth.login_burst, config.auth.login_per_minute),
+            throttle: LoginThrottle::new(
+                config.auth.login_burst,
+                config.auth.login_per_minute,
+                config.auth.login_throttle_max_keys,
+            ),
+            service_proofs: ServiceProofs::new(&secret),
+            attestor: stockmesh::identity::ClientAttestor::new(&secret),
             dummy_hash,
             access_ttl_secs: secs(config.auth.access_token_ttl_secs, "access_token_ttl_secs")?,
             refresh_ttl: chrono::Duration::seconds(secs(
@@ -92,17 +104,32 @@ impl Auth {
         accounts::create(&self.db, email, password, display_name, role).await
     }
 
+    /// The client a request came from: the address the gateway attests, else the peer.
+    pub fn client_of<T>(&self, req: &tonic::Request<T>) -> Option<std::net::IpAddr> {
+        self.attestor
+            .verified_client(req.metadata().as_ref())
+            .or_else(|| req.remote_addr().map(|a| a.ip()))
+    }
+
     /// Checks credentials and starts a session. Unknown email and wrong password give the
-    /// same error after the same amount of work.
-    pub async fn login(&self, email: &str, password: &str) -> Result<TokenPair> {
-        let email = validate::normalize_email(email);
-        if email.is_empty() {
-            return Err(Error::invalid("email", "is required"));
-        }
+    /// same error after the same amount of work. The attempt is counted against (email,
+    /// client) before anything is checked ([`crate::throttle`]).
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<TokenPair> {
+        // Validated and capped first: nothing unbounded reaches the throttle.
+        let email = validate::email(email)?;
         if password.is_empty() {
             return Err(Error::invalid("password", "is required"));
         }
-        if !self.throttle.allowed(&email) {
+        if validate::is_service_email(&email) {
+            return Err(Error::ServiceLogin);
+        }
+        if !self.throttle.attempt(&email, client) {
+            tracing::warn!(%email, ?client, "login attempts over the limit");
             return Err(Error::TooManyFailedLogins);
         }
         let user = if password.len() > validate::MAX_PASSWORD_LEN {
@@ -120,14 +147,33 @@ impl Auth {
             }
         };
         let Some(user) = user else {
-            if !self.throttle.record_failure(&email) {
-                tracing::warn!(%email, "failed logins over the limit; email locked for a while");
-                return Err(Error::TooManyFailedLogins);
-            }
             return Err(Error::InvalidCredentials);
         };
+        self.throttle.succeeded(&email, client);
         let refresh_token = sessions::start(&self.db, &user.id, self.refresh_ttl).await?;
         self.pair(user, refresh_token)
+    }
+
+    /// An access token for the mesh service whose proof `req` carries.
+    pub async fn issue_service_token(
+        &self,
+        req: &stockmesh::proto::auth::v1::IssueServiceTokenRequest,
+    ) -> Result<(String, i64)> {
+        let target = self.service_proofs.check(req, Utc::now().timestamp())?;
+        let email = stockmesh::identity::service_email(target);
+        let user = accounts::by_email(&self.db, &email)
+            .await?
+            .filter(|u| accounts::role_of(u) == Role::Service)
+            .ok_or_else(|| {
+                Error::ServiceCredentialRefused(format!("no service account for {target}"))
+            })?;
+        let pair = self.pair(user, String::new())?;
+        Ok((pair.access_token, pair.expires_in))
+    }
+
+    /// Forgets login-throttle entries that no longer hold anything back.
+    pub fn prune_throttle(&self) {
+        self.throttle.prune();
     }
 
     /// Rotates a refresh token into a new pair.

@@ -1,69 +1,204 @@
-//! Per-email throttling of failed logins, against online password guessing.
+//! Throttling of login attempts, against online password guessing, with bounded memory.
 //!
-//! A GCRA limiter (governor) per normalised email allows `burst` failures, then
-//! `per_minute` more per minute. Once a failure is over the limit the email is locked until
-//! the limiter would accept the next failure, and *every* login for it — even one with the
-//! right password — is refused with RESOURCE_EXHAUSTED during that time, so a guesser
-//! cannot learn that a guess was right by getting past the lock. Unknown emails are
-//! throttled the same way, so the throttle does not reveal which emails exist.
+//! Every attempt is counted *before* the password is checked, so guesses sent in parallel
+//! cannot slip through while the first ones are still being hashed. Two GCRA limiters
+//! (governor) decide:
 //!
-//! State is per process: a replica set multiplies the allowance by its size, which is
-//! acceptable for a guess-rate limit (it still caps guesses at a small constant rate).
+//! * per **(email, client)**: `burst` attempts, then `per_minute` more each minute. One
+//!   attacker (one IP; an IPv6 client by its /64) locks only *their own* attempts on an
+//!   account, never the account for everyone else. A successful login clears its own
+//!   (email, client) entry, so people who type their password right are never throttled.
+//! * per **email**, across clients: [`GLOBAL_FACTOR`] times that, a cap on distributed
+//!   guessing. Only many clients together can reach it.
+//!
+//! While a limiter refuses, every login for that key — even one with the right password —
+//! is refused with RESOURCE_EXHAUSTED, so a guesser cannot learn that a guess was right.
+//! Unknown emails are throttled the same way, so the throttle does not reveal which
+//! emails exist.
+//!
+//! Memory is bounded whatever callers send: emails are validated (≤ 254 bytes) before they
+//! get here, keys are 16-byte salted SHA-256 digests of (email, client) rather than the
+//! strings, entries indistinguishable from fresh ones are pruned periodically
+//! ([`LoginThrottle::prune`]), and each limiter holds at most `max_keys` entries, the least
+//! recently used evicted first. Eviction only ever forgets state; an attacker who wants
+//! to evict an entry they are being throttled on must send `max_keys` other attempts
+//! first, which the gateway's per-client rate limit makes slow. State is per process.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use governor::clock::DefaultClock;
+use governor::middleware::NoOpMiddleware;
+use governor::nanos::Nanos;
+use governor::state::StateStore;
+use governor::state::keyed::ShrinkableKeyedStateStore;
+use governor::{Quota, RateLimiter};
+use lru::LruCache;
+use sha2::{Digest, Sha256};
 
-/// Past this many tracked emails, forgotten state is pruned on the next failure.
-const PRUNE_ABOVE: usize = 10_000;
+/// The per-email cap is this many times the per-(email, client) one.
+pub const GLOBAL_FACTOR: u32 = 10;
+
+/// The key of one limiter entry.
+type Key = [u8; 16];
+
+/// A governor state store in an LRU cache of bounded size.
+#[derive(Clone)]
+struct LruStore(Arc<Mutex<LruCache<Key, Nanos>>>);
+
+impl LruStore {
+    fn new(cap: NonZeroUsize) -> Self {
+        Self(Arc::new(Mutex::new(LruCache::new(cap))))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LruCache<Key, Nanos>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl StateStore for LruStore {
+    type Key = Key;
+
+    fn measure_and_replace<T, F, E>(&self, key: &Key, f: F) -> Result<T, E>
+    where
+        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
+    {
+        let mut cache = self.lock();
+        let (out, next) = f(cache.get(key).copied())?;
+        cache.put(*key, next);
+        Ok(out)
+    }
+}
+
+impl ShrinkableKeyedStateStore<Key> for LruStore {
+    fn retain_recent(&self, drop_below: Nanos) {
+        let mut cache = self.lock();
+        let stale: Vec<Key> = cache
+            .iter()
+            .filter(|(_, tat)| **tat < drop_below)
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            cache.pop(&k);
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+type Limiter = RateLimiter<Key, LruStore, DefaultClock, NoOpMiddleware>;
+
+/// One limiter and its store (kept to clear entries after a success).
+struct Bucket {
+    store: LruStore,
+    limiter: Limiter,
+}
+
+impl Bucket {
+    fn new(quota: Quota, cap: NonZeroUsize) -> Self {
+        let store = LruStore::new(cap);
+        let limiter = RateLimiter::new(quota, store.clone(), DefaultClock::default());
+        Self { store, limiter }
+    }
+}
 
 pub struct LoginThrottle {
-    limiter: DefaultKeyedRateLimiter<String>,
-    locked_until: Mutex<HashMap<String, Instant>>,
+    salt: [u8; 16],
+    per_client: Bucket,
+    per_email: Bucket,
+}
+
+/// The client part of a throttle key: IPv6 addresses by their /64 (one subscriber usually
+/// holds a whole /64), IPv4 as is; `None` when unknown.
+pub fn client_key(ip: Option<IpAddr>) -> Option<IpAddr> {
+    match ip? {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => Some(IpAddr::V4(v4)),
+            None => {
+                let bits = u128::from(v6) & !((1u128 << 64) - 1);
+                Some(IpAddr::V6(bits.into()))
+            }
+        },
+        v4 => Some(v4),
+    }
 }
 
 impl LoginThrottle {
-    /// `burst` failures at once, `per_minute` more each minute (both at least 1).
-    pub fn new(burst: u32, per_minute: u32) -> Self {
+    /// `burst` attempts at once, `per_minute` more each minute (both at least 1), per
+    /// (email, client); at most `max_keys` entries per limiter.
+    pub fn new(burst: u32, per_minute: u32, max_keys: usize) -> Self {
         let per_minute = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
-        let quota = Quota::per_minute(per_minute).allow_burst(burst);
+        let cap = NonZeroUsize::new(max_keys).unwrap_or(NonZeroUsize::MIN);
+        let global = |n: NonZeroU32| {
+            n.saturating_mul(NonZeroU32::new(GLOBAL_FACTOR).unwrap_or(NonZeroU32::MIN))
+        };
+        let mut salt = [0u8; 16];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut salt);
         Self {
-            limiter: RateLimiter::keyed(quota),
-            locked_until: Mutex::new(HashMap::new()),
+            salt,
+            per_client: Bucket::new(Quota::per_minute(per_minute).allow_burst(burst), cap),
+            per_email: Bucket::new(
+                Quota::per_minute(global(per_minute)).allow_burst(global(burst)),
+                cap,
+            ),
         }
     }
 
-    /// Whether `email` may attempt a login now.
-    pub fn allowed(&self, email: &str) -> bool {
-        let locked = self.locked_until.lock().unwrap_or_else(|p| p.into_inner());
-        locked
-            .get(email)
-            .is_none_or(|until| Instant::now() >= *until)
+    fn key(&self, email: &str, client: Option<IpAddr>) -> Key {
+        let mut h = Sha256::new();
+        h.update(self.salt);
+        h.update(email.as_bytes());
+        h.update(b"\0");
+        match client {
+            Some(ip) => h.update(ip.to_string().as_bytes()),
+            None => h.update(b"-"),
+        }
+        let digest = h.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        key
     }
 
-    /// Records a failed login for `email`; false when it went over the limit (the email is
-    /// then locked until the limiter has room again).
-    pub fn record_failure(&self, email: &str) -> bool {
-        let key = email.to_string();
-        let mut locked = self.locked_until.lock().unwrap_or_else(|p| p.into_inner());
-        if locked.len() > PRUNE_ABOVE {
-            let now = Instant::now();
-            locked.retain(|_, until| *until > now);
-            self.limiter.retain_recent();
-        }
-        match self.limiter.check_key(&key) {
-            Ok(()) => true,
-            Err(not_until) => {
-                let wait: Duration = not_until.wait_time_from(DefaultClock::default().now());
-                locked.insert(key, Instant::now() + wait);
-                false
-            }
-        }
+    /// Counts one login attempt; false when it must be refused. `email` must be validated
+    /// and normalised; `client` is the caller's address as far as it is known.
+    pub fn attempt(&self, email: &str, client: Option<IpAddr>) -> bool {
+        let client = client_key(client);
+        let pair = self.key(email, client);
+        let global = self.key(email, None);
+        // The per-client limiter first: a throttled attacker does not also use up the
+        // account's global budget.
+        self.per_client.limiter.check_key(&pair).is_ok()
+            && self.per_email.limiter.check_key(&global).is_ok()
+    }
+
+    /// A login succeeded: the (email, client) pair starts afresh.
+    pub fn succeeded(&self, email: &str, client: Option<IpAddr>) {
+        let pair = self.key(email, client_key(client));
+        self.per_client.store.lock().pop(&pair);
+    }
+
+    /// Forgets entries that no longer hold anything back.
+    pub fn prune(&self) {
+        self.per_client.limiter.retain_recent();
+        self.per_email.limiter.retain_recent();
+    }
+
+    /// Entries held (both limiters).
+    pub fn len(&self) -> usize {
+        self.per_client.store.lock().len() + self.per_email.store.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -71,15 +206,58 @@ impl LoginThrottle {
 mod tests {
     use super::*;
 
+    fn ip(last: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([10, 0, 0, last]))
+    }
+
     #[test]
-    fn locks_after_the_burst_per_email() {
-        let t = LoginThrottle::new(3, 1);
+    fn locks_one_client_not_the_account() {
+        let t = LoginThrottle::new(3, 1, 1000);
         for _ in 0..3 {
-            assert!(t.allowed("a@x.io"));
-            assert!(t.record_failure("a@x.io"));
+            assert!(t.attempt("a@x.io", ip(1)));
         }
-        assert!(!t.record_failure("a@x.io"));
-        assert!(!t.allowed("a@x.io"));
-        assert!(t.allowed("b@x.io"), "other emails are unaffected");
+        assert!(!t.attempt("a@x.io", ip(1)), "the attacker is throttled");
+        assert!(t.attempt("a@x.io", ip(2)), "another client still gets in");
+        assert!(t.attempt("b@x.io", ip(1)), "other emails are unaffected");
+    }
+
+    #[test]
+    fn a_success_clears_its_own_pair_only() {
+        let t = LoginThrottle::new(2, 1, 1000);
+        assert!(t.attempt("a@x.io", ip(1)));
+        assert!(t.attempt("a@x.io", ip(1)));
+        t.succeeded("a@x.io", ip(1));
+        assert!(t.attempt("a@x.io", ip(1)));
+    }
+
+    #[test]
+    fn many_clients_reach_the_global_cap() {
+        let t = LoginThrottle::new(1, 1, 10_000);
+        let allowed = (0..=255u8).filter(|i| t.attempt("a@x.io", ip(*i))).count();
+        assert_eq!(allowed, GLOBAL_FACTOR as usize);
+    }
+
+    #[test]
+    fn memory_is_capped_and_pruned() {
+        let t = LoginThrottle::new(5, 10, 100);
+        for i in 0..10_000 {
+            t.attempt(&format!("user{i}@x.io"), ip(1));
+        }
+        assert!(t.len() <= 200, "{} entries", t.len());
+        // Entries older than their refill time are indistinguishable from fresh ones; with
+        // 10/min and a burst of 5, a fresh entry is kept; so prune keeps them here.
+        t.prune();
+        assert!(t.len() <= 200);
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::2".parse().unwrap();
+        let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(Some(a)), client_key(Some(b)));
+        assert_ne!(client_key(Some(a)), client_key(Some(c)));
+        let mapped: IpAddr = "::ffff:10.0.0.1".parse().unwrap();
+        assert_eq!(client_key(Some(mapped)), ip(1));
     }
 }

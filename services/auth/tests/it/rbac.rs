@@ -144,7 +144,8 @@ async fn user_admin_rpcs_enforce_roles(backend: Backend) {
         failures.join("\n")
     );
 
-    // The service identity really is ROLE_SERVICE, and a wrong password for it fails.
+    // The service identity really is ROLE_SERVICE, and Login refuses its email outright
+    // (no password check, nothing counted), whatever the password.
     let service = auth.service().await;
     assert_eq!(service.user.unwrap().role, Role::Service as i32);
     let email = stockmesh::identity::service_email(stockmesh::Target::Orders);
@@ -155,7 +156,9 @@ async fn user_admin_rpcs_enforce_roles(backend: Backend) {
             password: "password-123".into(),
         })
         .await;
-    assert_eq!(wrong.unwrap_err().code(), Code::Unauthenticated);
+    let err = wrong.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    assert!(err.message().contains("IssueServiceToken"), "{err:?}");
 }
 
 stockmesh::db_tests!(user_admin_rpcs_enforce_roles);

@@ -94,20 +94,28 @@ impl Auth {
         self.login(&email, "password-123").await
     }
 
-    /// Signs in as the orders service identity.
+    /// Signs in as the orders service identity (IssueServiceToken), shaped like a login.
     pub async fn service(&self) -> LoginResponse {
-        let secret = self
+        let access_token = self
             .mesh
-            .config
-            .auth
-            .service_secret
-            .clone()
-            .expect("TestMesh sets a service secret");
-        self.login(
-            &stockmesh::identity::service_email(Target::Orders),
-            &stockmesh::identity::service_password(&secret, Target::Orders),
-        )
-        .await
+            .service_token(self.running.addr, Target::Orders)
+            .await;
+        let user = self
+            .client()
+            .get_profile(with_token(
+                stockmesh::proto::auth::v1::GetProfileRequest {},
+                &access_token,
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("service profile: {e}"))
+            .into_inner()
+            .user;
+        LoginResponse {
+            access_token,
+            user,
+            token_type: "Bearer".into(),
+            ..Default::default()
+        }
     }
 }
 

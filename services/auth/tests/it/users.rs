@@ -388,7 +388,7 @@ async fn bootstrap_creates_admin_and_service_accounts_once(backend: Backend) {
     let auth = auth
         .restart_with(|config| {
             config.auth.admin_password = Some("a-different-password".into());
-            config.auth.service_secret = Some("another-secret".into());
+            config.auth.service_secret = Some("another-secret-at-least-32-bytes-long".into());
         })
         .await;
     let again = auth.admin().await;
@@ -405,10 +405,10 @@ async fn bootstrap_creates_admin_and_service_accounts_once(backend: Backend) {
     assert_eq!(service.user.unwrap().role, Role::Service as i32);
     let with_old_secret = auth
         .client()
-        .login(LoginRequest {
-            email: service_email(Target::Orders),
-            password: stockmesh::identity::service_password(&old_secret, Target::Orders),
-        })
+        .issue_service_token(stockmesh::identity::service_token_request(
+            &old_secret,
+            Target::Orders,
+        ))
         .await;
     expect_code(with_old_secret, Code::Unauthenticated);
 }

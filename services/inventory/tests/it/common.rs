@@ -2,7 +2,6 @@
 //! helpers for the calls every test makes.
 
 use stockmesh::Target;
-use stockmesh::identity;
 use stockmesh::proto::auth::v1::auth_service_client::AuthServiceClient;
 use stockmesh::proto::auth::v1::{CreateUserRequest, LoginRequest, Role};
 use stockmesh::proto::inventory::v1 as pb;
@@ -70,18 +69,7 @@ impl Env {
             Role::Customer,
         )
         .await;
-        let secret = mesh
-            .config
-            .auth
-            .service_secret
-            .clone()
-            .unwrap_or_else(|| panic!("TestMesh sets a service secret"));
-        let service = login(
-            &mut auth_client,
-            &identity::service_email(Target::Orders),
-            &identity::service_password(&secret, Target::Orders),
-        )
-        .await;
+        let service = mesh.service_token(auth.addr, Target::Orders).await;
 
         let inv = InventoryServiceClient::new(TestMesh::channel(inventory.addr).await);
         let catalog = ProductServiceClient::new(TestMesh::channel(products.addr).await);

@@ -3,7 +3,6 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use stockmesh::Target;
-use stockmesh::identity::{service_email, service_password};
 use stockmesh::proto::auth::v1::auth_service_client::AuthServiceClient;
 use stockmesh::proto::auth::v1::{CreateUserRequest, LoginRequest, Role};
 use stockmesh::proto::products::v1 as pb;
@@ -116,18 +115,7 @@ impl Env {
             "operator@example.com",
         )
         .await;
-        let secret = mesh
-            .config
-            .auth
-            .service_secret
-            .clone()
-            .expect("TestMesh sets a service secret");
-        let service = login(
-            &mut auth_client,
-            &service_email(Target::Orders),
-            &service_password(&secret, Target::Orders),
-        )
-        .await;
+        let service = mesh.service_token(auth.addr, Target::Orders).await;
         let client = ProductServiceClient::new(TestMesh::channel(products.addr).await);
         Self {
             mesh,
