@@ -13,6 +13,7 @@
 //! | DEADLINE_EXCEEDED                                | failure, not retryable (the time is up) |
 //! | rejected here: breaker open, bulkhead full       | neutral: says nothing new about the upstream |
 //! | CANCELLED                                        | neutral |
+//! | the request body failed (reset sent by this side) | neutral: the caller's fault |
 //!
 //! gRPC carries a status either in the response headers (a "trailers-only" response:
 //! what tonic sends for every error a handler returns) or in the trailers after the body.
@@ -104,6 +105,16 @@ pub fn transport_status(upstream: &str, endpoint: &str, err: tonic::transport::E
         let mut out = Status::new(status.code(), status.message().to_string());
         out.set_source(Arc::new(Rejected::RequestBody));
         return out;
+    }
+    // hyper reports a failed request body as a stream reset that this side sent (the
+    // body's own error is not kept): nothing the upstream did.
+    if find_in_chain::<h2::Error>(&err)
+        .is_some_and(|e| e.is_reset() && !e.is_remote() && !e.is_library())
+    {
+        return Rejected::RequestBody.status(
+            Code::Cancelled,
+            format!("upstream {upstream}: the request body failed while it was sent to {endpoint}"),
+        );
     }
     // The channel enforces the `grpc-timeout` it sends, too; its timer may fire first.
     if chain_has::<tonic::TimeoutExpired>(&err) {

@@ -110,7 +110,7 @@ fn assert_too_large(resp: &Resp, what: &str) {
 /// get 413. None of it opens the upstream's breaker.
 pub async fn streamed_bodies_are_capped(backend: Backend) {
     let env = Env::start_with(backend, |c| c.gateway.max_body_bytes = LIMIT).await;
-    bodies_are_capped(&env).await;
+    bodies_are_capped(&env, false).await;
 }
 
 /// The same with retries off, so the body goes straight to the HTTP/2 client instead of
@@ -122,10 +122,12 @@ pub async fn streamed_bodies_are_capped_without_retry(backend: Backend) {
         c.resilience.retry_max_attempts = 1;
     })
     .await;
-    bodies_are_capped(&env).await;
+    bodies_are_capped(&env, true).await;
 }
 
-async fn bodies_are_capped(env: &Env) {
+/// `streams_through`: no retry buffer sits in between, so an upstream may answer a
+/// complete (here malformed) first message before the rest of the body is refused.
+async fn bodies_are_capped(env: &Env, streams_through: bool) {
     let get = "/stockmesh.products.v1.ProductService/GetProduct";
     let grpc = [("content-type", "application/grpc"), ("te", "trailers")];
 
@@ -180,7 +182,15 @@ async fn bodies_are_capped(env: &Env) {
             .get("grpc-status")
             .map(|v| v.to_str().unwrap().to_string())
     });
-    assert_eq!(status.as_deref(), Some("8"), "gRPC-web: {resp:?}");
+    let allowed: &[&str] = if streams_through {
+        &["8", "13"]
+    } else {
+        &["8"]
+    };
+    assert!(
+        status.as_deref().is_some_and(|s| allowed.contains(&s)),
+        "gRPC-web: {resp:?}"
+    );
 
     // REST, chunked: 413.
     let json = serde_json::json!({

@@ -6,6 +6,7 @@
 mod abuse;
 mod edge;
 mod grpc;
+mod lockout;
 mod node;
 mod rest;
 mod support;
@@ -13,6 +14,7 @@ mod support;
 use abuse::*;
 use edge::*;
 use grpc::*;
+use lockout::*;
 use node::*;
 use rest::*;
 
@@ -36,4 +38,5 @@ stockmesh::db_tests!(
     metric_labels_stay_bounded,
     health_calls_are_rate_limited,
     trusted_proxies_separate_forwarded_clients,
+    edge_logins_cannot_lock_out_services_or_admin,
 );

@@ -96,8 +96,15 @@ impl Env {
 
     /// Starts everything; `tweak` adjusts the gateway's settings.
     pub async fn start_with(backend: Backend, tweak: Tweak) -> Self {
+        Self::start_tweaked(backend, |_| {}, tweak).await
+    }
+
+    /// Starts everything; `services` adjusts every service's settings, then `tweak` the
+    /// gateway's.
+    pub async fn start_tweaked(backend: Backend, services: Tweak, tweak: Tweak) -> Self {
         stockmesh::telemetry::init(stockmesh::telemetry::LogFormat::Human);
         let mut mesh = TestMesh::new(backend).await;
+        services(&mut mesh.config);
         let auth = mesh.start(Target::Auth, stockmesh_auth::serve).await;
         let products = mesh
             .start(Target::Products, stockmesh_products::serve)
