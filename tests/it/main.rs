@@ -12,3 +12,4 @@ mod deadline;
 mod lost_response;
 mod process;
 mod retry;
+mod startup;

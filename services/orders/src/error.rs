@@ -28,6 +28,9 @@ pub enum Error {
     /// currencies) → FAILED_PRECONDITION.
     #[error("{0}")]
     FailedPrecondition(String),
+    /// A per-customer quota is used up (too many open orders) → RESOURCE_EXHAUSTED.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// Lost a race with another call on the same order or request id; retrying is safe →
     /// ABORTED.
     #[error("{0}")]
@@ -87,6 +90,7 @@ impl From<Error> for Status {
             Error::NotFound(msg) => Status::not_found(msg),
             Error::PermissionDenied(msg) => Status::permission_denied(msg),
             Error::FailedPrecondition(msg) => Status::failed_precondition(msg),
+            Error::ResourceExhausted(msg) => Status::resource_exhausted(msg),
             Error::Aborted(msg) => Status::aborted(msg),
             Error::Unavailable(msg) => Status::unavailable(msg),
             Error::Internal(msg) => stockmesh::error::internal(msg),
@@ -109,6 +113,11 @@ mod tests {
         let s = Status::from(Error::Db(DbErr::Custom("secret detail".into())));
         assert_eq!(s.code(), Code::Internal);
         assert!(!s.message().contains("secret"));
+        let s = Status::from(Error::ResourceExhausted("too many open orders".into()));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::ResourceExhausted, "too many open orders")
+        );
         let s = Status::from(Error::Internal("secret detail".into()));
         assert!(!s.message().contains("secret"));
     }

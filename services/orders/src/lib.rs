@@ -68,13 +68,15 @@ pub mod upstream;
 
 pub use error::{Error, Result};
 
-/// Runs the orders gRPC server on `listener` until `shutdown`: migrations first, then
-/// the reconciler, then SERVING.
+/// Runs the orders gRPC server on `listener` until `shutdown`: settings checked first
+/// (a configuration error names the bad variable), migrations, then the reconciler, then
+/// SERVING.
 pub async fn serve(
     config: Arc<Config>,
     listener: TcpListener,
     shutdown: Shutdown,
 ) -> stockmesh::Result<()> {
+    let limits = saga::Limits::from_settings(&config.orders)?;
     let (server, health) = GrpcServer::new(Target::Orders.grpc_service()).await;
     let db = stockmesh::db::connect_and_migrate::<migration::Migrator>(
         &config.database_url(Target::Orders),
@@ -98,6 +100,7 @@ pub async fn serve(
         upstreams,
         Duration::from_secs(config.orders.reconcile_after_secs),
         Duration::from_secs(config.inventory.reservation_ttl_secs),
+        limits,
     );
 
     // Its own token, so that it also stops when the server ends on its own.

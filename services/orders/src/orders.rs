@@ -27,6 +27,7 @@ use sea_orm::DatabaseConnection;
 use crate::entity::order::Status;
 use crate::entity::order_item;
 use crate::error::{Error, Result};
+use crate::saga::Limits;
 use crate::store::{self, OrderRecord};
 use crate::upstream::Upstreams;
 
@@ -40,6 +41,8 @@ pub struct Orders {
     /// Inventory's reservation TTL: PENDING orders older than this are checked for
     /// expired reservations.
     pub(crate) reservation_ttl: Duration,
+    /// CreateOrder's abuse limits (open orders per customer, quantity per line).
+    pub(crate) limits: Limits,
 }
 
 /// Who is asking, as far as order visibility goes.
@@ -81,12 +84,14 @@ impl Orders {
         upstreams: Upstreams,
         idle_after: Duration,
         reservation_ttl: Duration,
+        limits: Limits,
     ) -> Self {
         Self {
             db,
             upstreams,
             idle_after,
             reservation_ttl,
+            limits,
         }
     }
 

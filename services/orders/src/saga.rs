@@ -1,18 +1,23 @@
 //! CreateOrder as a saga over products (price snapshot) and inventory (reservations).
 //!
-//! 1. Validate the request.
+//! 1. Validate the request (including the quantity cap per line).
 //! 2. Idempotency: an order with this (customer, request id) already exists → return it,
-//!    after waiting for it if its saga is still running (a concurrent replay).
-//! 3. BatchGetProducts for the name and price snapshot (one currency for all lines).
-//! 4. Insert the order *intent* (status CREATING, lines with their deterministic
-//!    reservation ids `<order id>-<line>`). The unique index on (customer, request id)
-//!    arbitrates concurrent calls: the loser goes back to step 2.
-//! 5. Reserve each line, as the orders service, with the delivery point and preferred
+//!    after waiting for it if its saga is still running (a concurrent replay). Replays
+//!    are never refused by the open-order cap.
+//! 3. The customer's open orders (see [`store::OPEN`]) are below the cap, else
+//!    RESOURCE_EXHAUSTED (a cheap early check, before any upstream call).
+//! 4. BatchGetProducts for the name and price snapshot (one currency for all lines).
+//! 5. Insert the order *intent* (status CREATING, lines with their deterministic
+//!    reservation ids `<order id>-<line>`), in a transaction that counts the customer's
+//!    open orders again and writes nothing if the cap would be exceeded (the tight check;
+//!    see [`store::insert`]). The unique index on (customer, request id) arbitrates
+//!    concurrent calls: the loser goes back to step 2.
+//! 6. Reserve each line, as the orders service, with the delivery point and preferred
 //!    warehouse. Only an answer with status RESERVED counts: inventory answers a Reserve
 //!    whose id was already released (a late Reserve landing after the compensating
 //!    Release, which inventory records as a tombstone) with that RELEASED reservation,
 //!    and such a line fails the saga with ABORTED like any other failed line.
-//! 6. CREATING → PENDING with each line's warehouse.
+//! 7. CREATING → PENDING with each line's warehouse.
 //!
 //! On failure the saga claims the intent (CREATING → ABORTING), releases every line it
 //! tried (including the one whose outcome is unknown: Release is idempotent and a
@@ -26,13 +31,14 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use stockmesh::config::OrdersSettings;
 use stockmesh::proto::inventory::v1::ReservationStatus;
 
 use crate::entity::order::{self, Status};
 use crate::entity::order_item;
 use crate::error::{Error, Result};
 use crate::orders::Orders;
-use crate::store::{self, OrderRecord};
+use crate::store::{self, Inserted, OrderRecord};
 use crate::upstream::ReserveLine;
 
 /// Most lines an order may have.
@@ -46,6 +52,48 @@ const REPLAY_WAIT: Duration = Duration::from_secs(10);
 /// Insert attempts before giving up on a request id whose intents keep vanishing
 /// (each vanishing is a concurrent attempt that failed and was rolled back).
 const CREATE_ATTEMPTS: usize = 3;
+
+/// CreateOrder's abuse limits, from `STOCKMESH_MAX_PENDING_ORDERS_PER_CUSTOMER` and
+/// `STOCKMESH_MAX_QUANTITY_PER_LINE`. Both are at least 1: there is no "unlimited".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Most open orders (see [`store::OPEN`]) one customer may hold.
+    pub max_open_orders: u64,
+    /// Largest quantity of one line.
+    pub max_quantity: i64,
+}
+
+impl Limits {
+    /// The limits of `settings`; a configuration error naming the variable when one is 0
+    /// (or a quantity cap beyond what a line can hold).
+    pub fn from_settings(settings: &OrdersSettings) -> stockmesh::Result<Self> {
+        if settings.max_pending_orders_per_customer == 0 {
+            return Err(stockmesh::Error::Config(
+                "STOCKMESH_MAX_PENDING_ORDERS_PER_CUSTOMER must be at least 1".into(),
+            ));
+        }
+        let max_quantity = i64::try_from(settings.max_quantity_per_line)
+            .ok()
+            .filter(|q| *q >= 1)
+            .ok_or_else(|| {
+                stockmesh::Error::Config(format!(
+                    "STOCKMESH_MAX_QUANTITY_PER_LINE must be between 1 and {}",
+                    i64::MAX
+                ))
+            })?;
+        Ok(Self {
+            max_open_orders: settings.max_pending_orders_per_customer,
+            max_quantity,
+        })
+    }
+}
+
+/// RESOURCE_EXHAUSTED for a customer who holds `open` open orders against a cap of `max`.
+fn too_many_open_orders(customer_id: &str, open: u64, max: u64) -> Error {
+    Error::ResourceExhausted(format!(
+        "customer {customer_id} has {open} open orders, the most allowed is {max}; complete or cancel one before placing another"
+    ))
+}
 
 /// A validated-to-be CreateOrder request.
 #[derive(Debug, Clone)]
@@ -66,7 +114,7 @@ pub struct NewItem {
 }
 
 /// INVALID_ARGUMENT naming the first bad field.
-pub fn validate(new: &NewOrder) -> Result<()> {
+pub fn validate(new: &NewOrder, limits: &Limits) -> Result<()> {
     if new.request_id.trim().is_empty() {
         return Err(Error::invalid("request_id", "is required"));
     }
@@ -98,6 +146,12 @@ pub fn validate(new: &NewOrder) -> Result<()> {
                 "must be greater than 0",
             ));
         }
+        if item.quantity > limits.max_quantity {
+            return Err(Error::invalid(
+                format!("items[{i}].quantity"),
+                format!("must be at most {}", limits.max_quantity),
+            ));
+        }
     }
     match (new.latitude, new.longitude) {
         (None, None) => {}
@@ -118,7 +172,8 @@ pub fn validate(new: &NewOrder) -> Result<()> {
 impl Orders {
     /// Places an order (see the module docs). Idempotent by (customer, request id).
     pub async fn create(&self, new: NewOrder) -> Result<OrderRecord> {
-        validate(&new)?;
+        validate(&new, &self.limits)?;
+        let max_open = self.limits.max_open_orders;
         for _ in 0..CREATE_ATTEMPTS {
             if let Some(existing) =
                 store::by_request(&self.db, &new.customer_id, &new.request_id).await?
@@ -129,9 +184,16 @@ impl Orders {
                     None => continue,
                 }
             }
+            let open = store::open_orders(&self.db, &new.customer_id).await?;
+            if open >= max_open {
+                return Err(too_many_open_orders(&new.customer_id, open, max_open));
+            }
             let intent = self.intent(&new).await?;
-            match store::insert(&self.db, &intent).await {
-                Ok(()) => return self.reserve_all(intent, &new).await,
+            match store::insert(&self.db, &intent, max_open).await {
+                Ok(Inserted::Yes) => return self.reserve_all(intent, &new).await,
+                Ok(Inserted::OverCap { open }) => {
+                    return Err(too_many_open_orders(&new.customer_id, open, max_open));
+                }
                 Err(e) if stockmesh::error::is_unique_violation(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -377,6 +439,15 @@ mod tests {
         }
     }
 
+    const LIMITS: Limits = Limits {
+        max_open_orders: 20,
+        max_quantity: 1000,
+    };
+
+    fn validate(new: &NewOrder) -> Result<()> {
+        super::validate(new, &LIMITS)
+    }
+
     fn field_of(new: &NewOrder) -> String {
         match validate(new) {
             Err(Error::InvalidField { field, .. }) => field,
@@ -396,6 +467,11 @@ mod tests {
         );
         assert_eq!(field_of(&order(vec![item("p", 0)])), "items[0].quantity");
         assert_eq!(field_of(&order(vec![item("p", -3)])), "items[0].quantity");
+        assert!(validate(&order(vec![item("p", 1000)])).is_ok());
+        assert_eq!(
+            field_of(&order(vec![item("p", 1), item("p", 1), item("p", 1001)])),
+            "items[2].quantity"
+        );
         let mut o = order(vec![item("p", 1)]);
         o.request_id = " ".into();
         assert_eq!(field_of(&o), "request_id");
@@ -410,5 +486,26 @@ mod tests {
         assert_eq!(field_of(&o), "longitude");
         o.longitude = Some(f64::NAN);
         assert_eq!(field_of(&o), "longitude");
+    }
+
+    #[test]
+    fn limits_must_be_at_least_one() {
+        let settings = |orders: u64, quantity: u64| OrdersSettings {
+            reconcile_interval_ms: 5000,
+            reconcile_after_secs: 30,
+            max_pending_orders_per_customer: orders,
+            max_quantity_per_line: quantity,
+        };
+        assert_eq!(
+            Limits::from_settings(&settings(20, 1000)).ok(),
+            Some(LIMITS)
+        );
+        let err = |orders, quantity| match Limits::from_settings(&settings(orders, quantity)) {
+            Err(stockmesh::Error::Config(msg)) => msg,
+            other => panic!("expected a configuration error, got {other:?}"),
+        };
+        assert!(err(0, 1000).contains("STOCKMESH_MAX_PENDING_ORDERS_PER_CUSTOMER"));
+        assert!(err(20, 0).contains("STOCKMESH_MAX_QUANTITY_PER_LINE"));
+        assert!(err(20, u64::MAX).contains("STOCKMESH_MAX_QUANTITY_PER_LINE"));
     }
 }

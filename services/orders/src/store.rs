@@ -14,8 +14,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait,
-    IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
+    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    TransactionTrait,
 };
 
 use crate::entity::order::{self, Status};
@@ -73,13 +74,70 @@ pub async fn by_request(
         .await
 }
 
-/// Inserts an order with its lines in one transaction. A unique violation means another
-/// call with the same (customer, request id) got there first.
-pub async fn insert(db: &DatabaseConnection, record: &OrderRecord) -> Result<(), DbErr> {
+/// Stored states that count against a customer's cap on open orders: intents being
+/// created (they become PENDING), PENDING orders, and those being completed or cancelled
+/// (clients still see them as PENDING). ABORTING intents never become PENDING.
+pub const OPEN: [Status; 4] = [
+    Status::Creating,
+    Status::Pending,
+    Status::Completing,
+    Status::Cancelling,
+];
+
+/// How many open orders (see [`OPEN`]) `customer_id` has.
+pub async fn open_orders(db: &impl ConnectionTrait, customer_id: &str) -> Result<u64, DbErr> {
+    order::Entity::find()
+        .filter(order::Column::CustomerId.eq(customer_id))
+        .filter(order::Column::Status.is_in(OPEN))
+        .count(db)
+        .await
+}
+
+/// What [`insert`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Inserted {
+    Yes,
+    /// Nothing written: the customer already has `open` open orders, and this one would
+    /// have gone over the cap.
+    OverCap {
+        open: u64,
+    },
+}
+
+/// Inserts an order with its lines in one transaction, unless its customer would then
+/// hold more than `max_open` open orders. A unique violation means another call with the
+/// same (customer, request id) got there first.
+///
+/// The count is taken inside the transaction after the order row is written, and
+/// concurrent inserts for one customer are serialised, so two calls at `max_open - 1`
+/// cannot both pass: on SQLite the first write takes the database's write lock; on
+/// PostgreSQL a transaction-scoped advisory lock on the customer is taken first, so that
+/// the count (READ COMMITTED) sees every earlier committed insert for that customer.
+pub async fn insert(
+    db: &DatabaseConnection,
+    record: &OrderRecord,
+    max_open: u64,
+) -> Result<Inserted, DbErr> {
     let txn = db.begin().await?;
+    if txn.get_database_backend() == DbBackend::Postgres {
+        txn.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+            [format!("stockmesh.orders.open:{}", record.order.customer_id).into()],
+        ))
+        .await?;
+    }
     order::Entity::insert(record.order.clone().into_active_model().reset_all())
         .exec_without_returning(&txn)
         .await?;
+    // Includes the row just written.
+    let open = open_orders(&txn, &record.order.customer_id).await?;
+    if open > max_open {
+        txn.rollback().await?;
+        return Ok(Inserted::OverCap {
+            open: open.saturating_sub(1),
+        });
+    }
     order_item::Entity::insert_many(
         record
             .items
@@ -88,7 +146,8 @@ pub async fn insert(db: &DatabaseConnection, record: &OrderRecord) -> Result<(),
     )
     .exec_without_returning(&txn)
     .await?;
-    txn.commit().await
+    txn.commit().await?;
+    Ok(Inserted::Yes)
 }
 
 /// Moves order `id` from one of `from` to `to` (bumping its version), only if it is in

@@ -191,7 +191,7 @@ async fn stage_pending(env: &Env, id: &str, lines: &[(&str, i64, &str)]) {
         },
         items,
     };
-    store::insert(&db, &record)
+    store::insert(&db, &record, u64::MAX)
         .await
         .unwrap_or_else(|e| panic!("stage order: {e}"));
     let _ = db.close().await;

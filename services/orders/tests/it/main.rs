@@ -32,6 +32,7 @@ use saga::{
     a_short_line_rolls_back_the_lines_before_it,
     bad_requests_are_refused_before_anything_is_reserved,
     fifty_concurrent_orders_for_twenty_units_never_oversell,
+    open_orders_and_line_quantities_are_capped_per_customer,
     order_snapshots_prices_and_reserves_in_the_nearest_able_warehouse,
     replays_return_the_same_order_and_reserve_once, staff_may_order_for_a_customer,
 };
@@ -41,6 +42,7 @@ stockmesh::db_tests!(
     bad_requests_are_refused_before_anything_is_reserved,
     staff_may_order_for_a_customer,
     fifty_concurrent_orders_for_twenty_units_never_oversell,
+    open_orders_and_line_quantities_are_capped_per_customer,
     replays_return_the_same_order_and_reserve_once,
     a_short_line_rolls_back_the_lines_before_it,
     inventory_down_mid_saga_fails_unavailable_and_converges,

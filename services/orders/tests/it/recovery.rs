@@ -146,7 +146,7 @@ async fn stage(
         },
         items,
     };
-    store::insert(db, &record)
+    store::insert(db, &record, u64::MAX)
         .await
         .unwrap_or_else(|e| panic!("stage order: {e}"));
     id

@@ -191,7 +191,10 @@ pub async fn staff_may_order_for_a_customer(backend: Backend) {
 }
 
 pub async fn fifty_concurrent_orders_for_twenty_units_never_oversell(backend: Backend) {
-    let env = Arc::new(Env::start(backend).await);
+    // One customer places all fifty: lift the open-order cap so stock alone decides.
+    let env = Arc::new(
+        Env::start_with(backend, |c| c.orders.max_pending_orders_per_customer = 100).await,
+    );
     let widget = env.product("widget", 500, "USD").await;
     let w = env.warehouse("w", 0.0, 0.0).await;
     env.restock(&widget, &w, 20).await;
@@ -323,5 +326,74 @@ pub async fn a_short_line_rolls_back_the_lines_before_it(backend: Backend) {
     assert_eq!(status_of(&order), pb::OrderStatus::Pending);
     assert_eq!(env.stock(&plenty).await.total_reserved, 4);
     assert_eq!(env.stock(&scarce).await.total_reserved, 2);
+    env.assert_books_balance().await;
+}
+
+/// The abuse caps: a customer holds at most `max_pending_orders_per_customer` open orders
+/// (the next is RESOURCE_EXHAUSTED and writes nothing, even when sent concurrently), a
+/// line asks for at most `max_quantity_per_line`; replays of an existing order are never
+/// refused, and completing or cancelling one frees a place.
+pub async fn open_orders_and_line_quantities_are_capped_per_customer(backend: Backend) {
+    let env = Arc::new(
+        Env::start_with(backend, |c| {
+            c.orders.max_pending_orders_per_customer = 3;
+            c.orders.max_quantity_per_line = 50;
+        })
+        .await,
+    );
+    let widget = env.product("widget", 100, "USD").await;
+    let w = env.warehouse("w", 0.0, 0.0).await;
+    env.restock(&widget, &w, 1000).await;
+    let t = env.customer.token.clone();
+
+    // Quantity cap: refused before anything happens, naming the line.
+    let msg = expect_code(
+        env.create(&t, "big", &[(&widget, 1), (&widget, 51)]).await,
+        Code::InvalidArgument,
+    );
+    assert!(msg.starts_with("items[1].quantity"), "{msg:?}");
+    assert!(msg.contains("50"), "{msg:?} should say the cap");
+
+    // Ten concurrent orders against a cap of 3: exactly 3 succeed, the rest are
+    // RESOURCE_EXHAUSTED, and nothing of theirs is reserved or stored.
+    let calls = (0..10).map(|i| {
+        let env = env.clone();
+        let widget = widget.clone();
+        let t = t.clone();
+        async move { env.create(&t, &format!("cap-{i}"), &[(&widget, 50)]).await }
+    });
+    let results = join_all(calls).await;
+    let placed: Vec<&pb::Order> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+    assert_eq!(placed.len(), 3, "{results:?}");
+    for r in &results {
+        if let Err(s) = r {
+            assert_eq!(s.code(), Code::ResourceExhausted, "{s:?}");
+            assert!(s.message().contains("open orders"), "{s:?}");
+        }
+    }
+    assert_eq!(env.stock(&widget).await.total_reserved, 150);
+    assert_eq!(env.all_orders().await.len(), 3);
+
+    // A replay of a placed order is answered, cap or not.
+    let first = placed[0];
+    let again = env
+        .create(&t, &first.request_id, &[(&widget, 50)])
+        .await
+        .unwrap_or_else(|s| panic!("replay refused: {s:?}"));
+    assert_eq!(again.id, first.id);
+
+    // Another customer is not affected by this one's cap.
+    env.create(&env.other.token, "other-1", &[(&widget, 1)])
+        .await
+        .unwrap_or_else(|s| panic!("other customer refused: {s:?}"));
+
+    // Cancelling one frees a place.
+    expect_code(
+        env.create(&t, "fourth", &[(&widget, 1)]).await,
+        Code::ResourceExhausted,
+    );
+    env.cancel(&t, &first.id, "changed my mind").await.unwrap();
+    let fourth = env.create(&t, "fourth", &[(&widget, 1)]).await.unwrap();
+    assert_eq!(status_of(&fourth), pb::OrderStatus::Pending);
     env.assert_books_balance().await;
 }

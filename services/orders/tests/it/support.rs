@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::time::{Duration, Instant};
 
-use stockmesh::identity::{service_email, service_password};
 use stockmesh::proto::auth::v1::auth_service_client::AuthServiceClient;
 use stockmesh::proto::auth::v1::{CreateUserRequest, LoginRequest, Role};
 use stockmesh::proto::inventory::v1 as inv;
@@ -164,18 +163,10 @@ impl Env {
         let operator = user(&mut a, &admin.token, Role::Operator, "operator@orders.test").await;
         let customer = user(&mut a, &admin.token, Role::Customer, "customer@orders.test").await;
         let other = user(&mut a, &admin.token, Role::Customer, "other@orders.test").await;
-        let secret = mesh
-            .config
-            .auth
-            .service_secret
-            .clone()
-            .unwrap_or_else(|| panic!("TestMesh sets a service secret"));
-        let service = login(
-            &mut a,
-            &service_email(Target::Inventory),
-            &service_password(&secret, Target::Inventory),
-        )
-        .await;
+        let service = User {
+            id: String::new(),
+            token: mesh.service_token(auth.addr, Target::Inventory).await,
+        };
 
         Self {
             client: OrderServiceClient::new(TestMesh::channel(orders.addr).await),
