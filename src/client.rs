@@ -6,11 +6,18 @@
 //! deadline → retry → limit → [p2c balance over endpoints →] breaker → attempt deadline → Channel
 //! ```
 //!
+//! The endpoints are the upstream's addresses: fixed ones, and `dns:///` names resolved
+//! and re-resolved by [`crate::discovery`]. Each endpoint's `grpc.health.v1` Watch is
+//! followed ([`crate::resilience::health_watch`]): the balancer leaves out endpoints that
+//! say NOT_SERVING, and SERVING resets an endpoint's breaker. A single fixed address
+//! skips the balancer (its breaker fails calls fast); its health watch only resets the
+//! breaker.
+//!
 //! * **deadline** first, so that it bounds everything below, retries and their waits
 //!   included;
 //! * **retry** above the breaker and the balancer, so that a retry is a fresh pick: it
-//!   lands on another endpoint, or is refused at once by an open breaker (and a refusal is
-//!   never retried);
+//!   lands on another endpoint (the balancer avoids the ones this call failed on), or is
+//!   refused at once by an open breaker (and a refusal is never retried);
 //! * **limit** above the balancer so the bulkhead counts calls to the upstream, not to
 //!   one endpoint;
 //! * **breaker** per endpoint, below the balancer. With one endpoint it is simply the
@@ -29,18 +36,22 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use pin_project_lite::pin_project;
+use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
 use tonic::transport::{Channel, Endpoint};
 use tower::{Layer, Service, ServiceBuilder};
 
-use crate::resilience::balance::Balanced;
+use crate::discovery::{self, Entry};
+use crate::resilience::balance::{self, Balanced, Endpoints};
 use crate::resilience::breaker::{Breaker, BreakerLayer, BreakerState};
 use crate::resilience::classify::transport_status;
 use crate::resilience::deadline::{AttemptDeadline, AttemptDeadlineLayer, Deadline, DeadlineLayer};
+use crate::resilience::health_watch::{self, EndpointHealth, Watched};
 use crate::resilience::limit::{Limit, LimitLayer};
 use crate::resilience::retry::{Retry, RetryLayer};
 use crate::resilience::{ResilienceArgs, Settings};
@@ -54,7 +65,7 @@ type Resp = http::Response<Body>;
 /// The stack in front of one upstream with a single endpoint.
 type OneEndpoint = Deadline<Retry<Limit<Breaker<EndpointService>>>>;
 /// The stack in front of one upstream balanced over several endpoints.
-type ManyEndpoints = Deadline<Retry<Limit<Balanced>>>;
+type ManyEndpoints = Deadline<Retry<Limit<Balanced<EndpointService>>>>;
 
 /// A channel to one upstream with the whole outbound stack. Cheap to clone (no
 /// allocation beyond the tonic channel's own).
@@ -176,63 +187,118 @@ impl ClientBuilder {
         }
     }
 
-    /// Validates the settings and assembles the stack. Connects lazily: building never
-    /// fails because an upstream is down, only because the configuration is wrong. With
-    /// several endpoints it spawns the balancer's task, so call it within a tokio runtime.
+    /// Validates the settings and addresses and assembles the stack. Connects lazily:
+    /// building never fails because an upstream is down, only because the configuration
+    /// is wrong. Spawns the endpoints' health watches (and the discovery of `dns:///`
+    /// names), so call it within a tokio runtime.
     pub fn build(self) -> crate::Result<UpstreamChannel> {
         let settings = Settings::try_new(&self.settings)
             .map_err(|e| crate::Error::Config(format!("upstream {}: {e}", self.target)))?;
         let name = self.target.name();
-        let channels = self.channels(&settings)?;
-        let stack = ServiceBuilder::new()
-            .layer(DeadlineLayer::new(name, settings.default_deadline))
-            .layer(RetryLayer::new(name, settings.retry.clone()))
-            .layer(LimitLayer::new(name, settings.concurrency));
-
-        if let [(addr, channel)] = channels.as_slice() {
-            let state = BreakerState::new(name, addr.as_str(), &settings.breaker, false);
-            let svc = stack
-                .layer(BreakerLayer::new(state))
-                .service(endpoint_service(name, addr, channel.clone()));
-            return Ok(UpstreamChannel {
-                stack: Stack::One(svc),
-            });
-        }
-        let endpoints = channels
-            .into_iter()
-            .map(|(addr, channel)| {
-                let state = BreakerState::new(name, addr.as_str(), &settings.breaker, true);
-                (endpoint_service(name, &addr, channel), state)
-            })
-            .collect();
-        let balanced = Balanced::new(name, endpoints, settings.concurrency);
-        Ok(UpstreamChannel {
-            stack: Stack::Many(stack.service(balanced)),
-        })
-    }
-
-    fn channels(&self, settings: &Settings) -> crate::Result<Vec<(String, Channel)>> {
+        let service = self.target.grpc_service();
         if self.addrs.is_empty() {
             return Err(crate::Error::Config(format!(
                 "no address configured for upstream {}",
                 self.target
             )));
         }
-        self.addrs
+        let entries = self
+            .addrs
             .iter()
-            .map(|addr| {
-                let endpoint = Endpoint::from_shared(addr.clone()).map_err(|e| {
-                    crate::Error::Config(format!("bad address {addr:?} for {}: {e}", self.target))
+            .map(|a| Entry::parse(a))
+            .collect::<crate::Result<Vec<_>>>()?;
+        for entry in &entries {
+            if let Entry::Fixed(uri) = entry {
+                // Checked here, so that making its channel later cannot fail.
+                Endpoint::from_shared(uri.clone()).map_err(|e| {
+                    crate::Error::Config(format!("bad address {uri:?} for {}: {e}", self.target))
                 })?;
-                let channel = endpoint
-                    .connect_timeout(settings.connect_timeout)
-                    .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(30))
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
-                Ok((addr.clone(), channel))
-            })
-            .collect()
+            }
+        }
+        let stack = ServiceBuilder::new()
+            .layer(DeadlineLayer::new(name, settings.default_deadline))
+            .layer(RetryLayer::new(name, settings.retry.clone()))
+            .layer(LimitLayer::new(name, settings.concurrency));
+
+        if let [Entry::Fixed(uri)] = entries.as_slice() {
+            // One fixed endpoint: its breaker fails calls fast. Its health watch only
+            // resets the breaker when it says SERVING (there is nowhere else to go).
+            let addr = discovery::intern(uri);
+            let channel = channel(addr, settings.connect_timeout);
+            let state = BreakerState::new(name, addr, &settings.breaker, false);
+            watch_health(
+                channel.clone(),
+                Watched {
+                    upstream: name,
+                    endpoint: addr,
+                    service,
+                    health: Arc::new(EndpointHealth::new()),
+                    breaker: Arc::downgrade(&state),
+                    on_unreachable: Arc::new(|| {}),
+                },
+                CancellationToken::new(),
+            );
+            let svc = stack
+                .layer(BreakerLayer::new(state))
+                .service(endpoint_service(name, addr, channel));
+            return Ok(UpstreamChannel {
+                stack: Stack::One(svc),
+            });
+        }
+
+        let endpoints = Endpoints::new(name, self.addrs.join(","));
+        let unreachable = endpoints.unreachable_signal();
+        let connect_timeout = settings.connect_timeout;
+        let breaker = settings.breaker.clone();
+        let make = move |addr: &'static str| {
+            let channel = channel(addr, connect_timeout);
+            let state = BreakerState::new(name, addr, &breaker, true);
+            let health = Arc::new(EndpointHealth::new());
+            let stop = CancellationToken::new();
+            let signal = unreachable.clone();
+            watch_health(
+                channel.clone(),
+                Watched {
+                    upstream: name,
+                    endpoint: addr,
+                    service,
+                    health: health.clone(),
+                    breaker: Arc::downgrade(&state),
+                    on_unreachable: Arc::new(move || signal.notify_one()),
+                },
+                stop.clone(),
+            );
+            balance::Endpoint::new(
+                addr,
+                endpoint_service(name, addr, channel),
+                state,
+                health,
+                stop,
+            )
+        };
+        discovery::start(&endpoints, entries, &settings.discovery, make)?;
+        Ok(UpstreamChannel {
+            stack: Stack::Many(stack.service(Balanced::new(endpoints))),
+        })
+    }
+}
+
+/// A lazily connecting tonic channel to `uri` (checked by [`ClientBuilder::build`] or
+/// made by discovery from an IP address).
+fn channel(uri: &'static str, connect_timeout: Duration) -> Channel {
+    Endpoint::from_static(uri)
+        .connect_timeout(connect_timeout)
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_while_idle(true)
+        .connect_lazy()
+}
+
+/// Starts an endpoint's health watch, when there is a runtime to run it (a client built
+/// outside one, as some unit tests do, goes without: its breaker alone decides).
+fn watch_health(channel: Channel, watched: Watched, stop: CancellationToken) {
+    if tokio::runtime::Handle::try_current().is_ok() {
+        health_watch::spawn(channel, watched, stop);
     }
 }
 
@@ -240,30 +306,16 @@ impl ClientBuilder {
 /// per-attempt deadline.
 type EndpointService = AttemptDeadline<TransportErrors>;
 
-fn endpoint_service(upstream: &'static str, addr: &str, channel: Channel) -> EndpointService {
+fn endpoint_service(
+    upstream: &'static str,
+    addr: &'static str,
+    channel: Channel,
+) -> EndpointService {
     AttemptDeadlineLayer::new(upstream).layer(TransportErrors {
         inner: channel,
         upstream,
-        addr: intern(addr),
+        addr,
     })
-}
-
-/// `addr` as a `&'static str`, leaked once per distinct address: every call carries its
-/// endpoint's address for the error message, and a shared `Arc<str>` would cost two
-/// atomic operations on one cache line per call. Addresses come from configuration, so
-/// the set stays small (tests add a few bytes per port they bind).
-fn intern(addr: &str) -> &'static str {
-    static ADDRS: std::sync::Mutex<std::collections::BTreeSet<&'static str>> =
-        std::sync::Mutex::new(std::collections::BTreeSet::new());
-    let mut addrs = ADDRS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    if let Some(known) = addrs.get(addr) {
-        return known;
-    }
-    let leaked: &'static str = Box::leak(addr.to_owned().into_boxed_str());
-    addrs.insert(leaked);
-    leaked
 }
 
 /// The tonic channel with its errors turned into statuses by [`transport_status`] (a

@@ -103,6 +103,16 @@ pub struct Config {
         global = true
     )]
     pub shutdown_grace_ms: u64,
+    /// After SIGINT/SIGTERM, time a server keeps answering while it reports NOT_SERVING,
+    /// before it sends GOAWAY (milliseconds): long enough for health watchers and
+    /// readiness probes to move traffic away.
+    #[arg(
+        long,
+        env = "STOCKMESH_DRAIN_DELAY_MS",
+        default_value_t = 2000,
+        global = true
+    )]
+    pub drain_delay_ms: u64,
 
     #[command(flatten)]
     pub ports: Ports,
@@ -486,6 +496,14 @@ impl Config {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_millis(self.shutdown_grace_ms)
+    }
+
+    /// How servers drain on shutdown.
+    pub fn drain(&self) -> crate::shutdown::Drain {
+        crate::shutdown::Drain {
+            delay: Duration::from_millis(self.drain_delay_ms),
+            grace: self.shutdown_grace(),
+        }
     }
 }
 

@@ -3,15 +3,24 @@
 //! the moment shutdown starts, so load balancers drain it before it stops accepting.
 //!
 //! Both the overall service `""` and the service's full name always report the same state.
+//!
+//! Watch streams end when the server's drain delay is over ([`HealthHandle::end_watches`]):
+//! they are long-lived, and a graceful shutdown waits for every open stream, so without
+//! this each client watching the server would hold its shutdown for the whole grace period.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use sea_orm::DatabaseConnection;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
-use tonic_health::server::HealthReporter;
+use tonic_health::pb::{HealthCheckRequest, HealthCheckResponse};
+use tonic_health::server::{HealthReporter, HealthService};
 
 use crate::Shutdown;
 
@@ -24,20 +33,35 @@ pub struct HealthHandle {
     reporter: HealthReporter,
     service: &'static str,
     draining: Arc<AtomicBool>,
+    watches_end: CancellationToken,
 }
 
 impl HealthHandle {
     /// A handle for `service` (full gRPC name) and the health server to mount, both
     /// reporting NOT_SERVING.
     pub async fn new(service: &'static str) -> (Self, HealthServer<impl Health>) {
-        let (reporter, server) = tonic_health::server::health_reporter();
+        let reporter = HealthReporter::new();
+        let watches_end = CancellationToken::new();
+        let server = ending_watches(reporter.clone(), watches_end.clone());
         let handle = Self {
             reporter,
             service,
             draining: Arc::new(AtomicBool::new(false)),
+            watches_end,
         };
         handle.set(ServingStatus::NotServing).await;
         (handle, server)
+    }
+
+    /// Whether shutdown has started (NOT_SERVING for good).
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Ends every open Watch stream (and refuses new ones): the drain delay is over and
+    /// the server is about to send GOAWAY.
+    pub fn end_watches(&self) {
+        self.watches_end.cancel();
     }
 
     async fn set(&self, status: ServingStatus) {
@@ -91,6 +115,50 @@ impl HealthHandle {
                 }
             }
         });
+    }
+}
+
+/// A health server reporting what `reporter` is told, whose Watch streams end (and new
+/// ones are refused) once `end` is cancelled.
+pub fn ending_watches(
+    reporter: HealthReporter,
+    end: CancellationToken,
+) -> HealthServer<impl Health> {
+    HealthServer::new(EndingWatches {
+        inner: HealthService::from_health_reporter(reporter),
+        end,
+    })
+}
+
+/// tonic-health's service, whose Watch streams end when the server drains.
+struct EndingWatches {
+    inner: HealthService,
+    end: CancellationToken,
+}
+
+type WatchStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Health for EndingWatches {
+    async fn check(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        self.inner.check(request).await
+    }
+
+    type WatchStream = WatchStream;
+
+    async fn watch(
+        &self,
+        request: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
+        if self.end.is_cancelled() {
+            return Err(Status::unavailable("server is shutting down"));
+        }
+        let stream = self.inner.watch(request).await?.into_inner();
+        let end = self.end.clone().cancelled_owned();
+        Ok(Response::new(Box::pin(stream.take_until(end))))
     }
 }
 

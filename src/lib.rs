@@ -13,6 +13,7 @@ pub mod authn;
 pub mod client;
 pub mod config;
 pub mod db;
+pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod identity;
@@ -27,4 +28,4 @@ pub mod testing;
 
 pub use config::{Config, Target};
 pub use error::{Error, Result};
-pub use shutdown::Shutdown;
+pub use shutdown::{Drain, Shutdown};

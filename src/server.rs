@@ -2,9 +2,11 @@
 //! reflection (v1 and v1alpha), on a listener the caller has already bound (so tests and
 //! `stockmesh up` can use port 0 and know the address before the server starts).
 //!
-//! Shutdown is graceful and bounded: on the signal, health flips to NOT_SERVING, the
-//! listener stops accepting, in-flight calls get `grace` to finish, and then the server
-//! returns regardless.
+//! Shutdown is graceful and bounded ([`Drain`]): on the signal, health flips to
+//! NOT_SERVING while the server keeps answering for the drain delay (clients watching its
+//! health move away meanwhile); then its health Watch streams end, the listener stops
+//! accepting and every connection gets GOAWAY; in-flight calls get `grace` to finish, and
+//! then the server returns regardless.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -17,8 +19,8 @@ use tonic::transport::Server;
 use tonic::transport::server::TcpIncoming;
 use tower::Service;
 
-use crate::Shutdown;
 use crate::health::HealthHandle;
+use crate::{Drain, Shutdown};
 
 /// A service's gRPC server under construction.
 pub struct GrpcServer {
@@ -61,13 +63,15 @@ impl GrpcServer {
         self
     }
 
-    /// Serves until `shutdown`, then drains for at most `grace`.
+    /// Serves until `shutdown`, then drains as `drain` says (a bare `Duration` is a grace
+    /// period with no drain delay).
     pub async fn serve(
         mut self,
         listener: TcpListener,
         shutdown: Shutdown,
-        grace: Duration,
+        drain: impl Into<Drain>,
     ) -> crate::Result<()> {
+        let drain = drain.into();
         let mut v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -91,6 +95,12 @@ impl GrpcServer {
             async move {
                 shutdown.wait().await;
                 health.drain().await;
+                if !drain.delay.is_zero() {
+                    tracing::info!(%addr, delay = ?drain.delay, "draining: NOT_SERVING, still answering");
+                    tokio::time::sleep(drain.delay).await;
+                }
+                health.end_watches();
+                tracing::info!(%addr, grace = ?drain.grace, "GOAWAY: no new calls; in-flight calls finishing");
             }
         };
         tracing::info!(%addr, services = ?self.names, "gRPC server listening");
@@ -104,8 +114,8 @@ impl GrpcServer {
         tokio::pin!(server);
         tokio::select! {
             res = &mut server => res?,
-            () = async { shutdown.wait().await; tokio::time::sleep(grace).await } => {
-                tracing::warn!(%addr, ?grace, "in-flight calls outlived the grace period; stopping anyway");
+            () = async { shutdown.wait().await; tokio::time::sleep(drain.delay + drain.grace).await } => {
+                tracing::warn!(%addr, grace = ?drain.grace, "in-flight calls outlived the grace period; stopping anyway");
             }
         }
         tracing::info!(%addr, "gRPC server stopped");

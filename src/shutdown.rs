@@ -1,10 +1,41 @@
 //! Graceful shutdown: one token that every server and background task watches.
 //!
 //! `stockmesh up` runs several servers in one process; a single SIGINT/SIGTERM must stop
-//! all of them the same way. Each server reports NOT_SERVING, stops accepting, and gives
-//! in-flight calls a bounded grace period (see [`crate::server`]).
+//! all of them the same way. Each server drains in three steps ([`Drain`], see
+//! [`crate::server`]): it reports NOT_SERVING at once and keeps answering for the drain
+//! delay, so that clients watching its health and the kubelet's readiness probe move
+//! traffic away before anything is refused; then it sends GOAWAY and stops accepting;
+//! then in-flight calls get a bounded grace period.
+
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+/// How a server drains on shutdown (`STOCKMESH_DRAIN_DELAY_MS`,
+/// `STOCKMESH_SHUTDOWN_GRACE_MS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// NOT_SERVING but still answering, before GOAWAY.
+    pub delay: Duration,
+    /// Time in-flight calls get after GOAWAY.
+    pub grace: Duration,
+}
+
+impl From<Duration> for Drain {
+    fn from(grace: Duration) -> Self {
+        Self::immediate(grace)
+    }
+}
+
+impl Drain {
+    /// No delay: GOAWAY at once, then `grace` (tests, and servers nobody balances over).
+    pub fn immediate(grace: Duration) -> Self {
+        Self {
+            delay: Duration::ZERO,
+            grace,
+        }
+    }
+}
 
 /// A cloneable shutdown signal. Triggering it is idempotent.
 #[derive(Clone, Debug, Default)]

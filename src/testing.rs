@@ -232,6 +232,9 @@ impl TestMesh {
         let mut config = crate::Config::from_env().unwrap_or_else(|e| panic!("config: {e}"));
         let data_dir = std::env::temp_dir().join(unique("stockmesh_mesh"));
         config.data_dir = data_dir.clone();
+        // In-process meshes stop at the end of each test: no drain delay to wait out
+        // (the drills that exercise draining set their own).
+        config.drain_delay_ms = 0;
         config.auth.admin_email = Self::ADMIN_EMAIL.to_string();
         config.auth.admin_password = Some(Self::ADMIN_PASSWORD.to_string());
         config.auth.service_secret = Some(format!(

@@ -21,6 +21,7 @@ use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use axum::body::Body;
@@ -78,9 +79,24 @@ pub struct State {
     /// Stamps the client address onto proxied calls.
     attestor: ClientAttestor,
     pub openapi: Bytes,
+    /// Shutdown has started: `/readyz` says 503.
+    draining: AtomicBool,
 }
 
 impl State {
+    /// Marks the gateway as draining (see [`crate::ops`]).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    fn ops(&self) -> ops::Ops<'_> {
+        ops::Ops {
+            upstreams: &self.upstreams,
+            openapi: &self.openapi,
+            draining: self.draining.load(Ordering::SeqCst),
+        }
+    }
+
     pub fn new(
         config: Arc<Config>,
         local: HashMap<&'static str, LocalService>,
@@ -117,6 +133,7 @@ impl State {
             trusted,
             attestor,
             openapi,
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -230,7 +247,7 @@ impl State {
     /// A REST request (or an operational endpoint).
     async fn rest(&self, req: Request<Body>) -> (String, Response<Body>) {
         if req.method() == Method::GET
-            && let Some(resp) = ops::handle(self, req.uri().path()).await
+            && let Some(resp) = ops::handle(self.ops(), req.uri().path()).await
         {
             return (req.uri().path().to_string(), resp);
         }

@@ -49,7 +49,9 @@ pub mod transcode;
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
 
 /// Runs the gateway on `listener` until `shutdown`: SERVING (own `grpc.health.v1`) once its
-/// routes are built; NOT_SERVING and draining for at most `config.shutdown_grace()` after.
+/// routes are built; on shutdown NOT_SERVING (and `/readyz` 503) at once, still serving for
+/// the drain delay, then no new connections and at most the grace period for in-flight
+/// requests (`config.drain()`).
 pub async fn serve(
     config: Arc<Config>,
     listener: TcpListener,
@@ -99,12 +101,21 @@ pub async fn serve(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
     });
+    let drain = config.drain();
     let signal = {
         let shutdown = shutdown.clone();
         let health = health.clone();
+        let state = state.clone();
         async move {
             shutdown.wait().await;
+            state.start_draining();
             health.drain().await;
+            if !drain.delay.is_zero() {
+                tracing::info!(%addr, delay = ?drain.delay, "draining: /readyz 503, still answering");
+                tokio::time::sleep(drain.delay).await;
+            }
+            health.end_watches();
+            tracing::info!(%addr, grace = ?drain.grace, "no new connections; in-flight requests finishing");
         }
     };
     health.set_serving().await;
@@ -113,11 +124,10 @@ pub async fn serve(
         .with_graceful_shutdown(signal)
         .into_future();
     tokio::pin!(server);
-    let grace = config.shutdown_grace();
     tokio::select! {
         res = &mut server => res?,
-        () = async { shutdown.wait().await; tokio::time::sleep(grace).await } => {
-            tracing::warn!(%addr, ?grace, "in-flight requests outlived the grace period; stopping anyway");
+        () = async { shutdown.wait().await; tokio::time::sleep(drain.delay + drain.grace).await } => {
+            tracing::warn!(%addr, grace = ?drain.grace, "in-flight requests outlived the grace period; stopping anyway");
         }
     }
     tracing::info!(%addr, "gateway stopped");

@@ -1,32 +1,46 @@
 //! Operational HTTP endpoints: `/healthz` (the process answers), `/readyz` (every upstream
-//! says SERVING), `/metrics` (Prometheus text) and `/openapi.json`.
+//! says SERVING, and the gateway is not draining), `/metrics` (Prometheus text) and
+//! `/openapi.json`.
+//!
+//! From the moment shutdown starts `/readyz` answers 503 at once (before any upstream is
+//! asked), so the kubelet and load balancers stop sending new requests during the drain
+//! delay, while the gateway still serves the ones that arrive.
 //!
 //! Readiness asks each upstream's `grpc.health.v1` through the same channel requests use,
 //! so it reports what the gateway can actually reach — including an open circuit breaker —
 //! and it is bounded by a short deadline so a dead upstream never makes the probe hang.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::body::Body;
+use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode, header};
 use stockmesh::Target;
+use stockmesh::client::UpstreamChannel;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::app::State;
-
 /// Deadline of one upstream health check made by `/readyz`.
 const READY_CHECK_TIMEOUT: Duration = Duration::from_millis(1500);
 
+/// What the operational endpoints look at.
+pub struct Ops<'a> {
+    pub upstreams: &'a HashMap<Target, UpstreamChannel>,
+    pub openapi: &'a Bytes,
+    /// Shutdown has started.
+    pub draining: bool,
+}
+
 /// Answers `path` if it is an operational endpoint (GET only).
-pub async fn handle(state: &State, path: &str) -> Option<Response<Body>> {
+pub async fn handle(state: Ops<'_>, path: &str) -> Option<Response<Body>> {
     Some(match path {
         "/healthz" => json(
             StatusCode::OK,
             serde_json::json!({"status": "ok"}).to_string(),
         ),
-        "/readyz" => readyz(state).await,
+        "/readyz" => readyz(&state).await,
         "/metrics" => {
             let handle = crate::observe::metrics_handle();
             handle.run_upkeep();
@@ -52,10 +66,14 @@ fn json(status: StatusCode, body: impl Into<Body>) -> Response<Body> {
     resp
 }
 
-async fn readyz(state: &State) -> Response<Body> {
+async fn readyz(state: &Ops<'_>) -> Response<Body> {
+    if state.draining {
+        let body = serde_json::json!({ "ready": false, "draining": true });
+        return json(StatusCode::SERVICE_UNAVAILABLE, body.to_string());
+    }
     let checks = Target::SERVICES.map(|target| async move {
-        let status = match state.upstream(target) {
-            Some(channel) => check(channel, target).await,
+        let status = match state.upstreams.get(&target) {
+            Some(channel) => check(channel.clone(), target).await,
             None => "NO_CHANNEL".to_string(),
         };
         (target, status)

@@ -40,8 +40,8 @@ use pin_project_lite::pin_project;
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
+use super::args::{ResilienceArgs, SettingsError, check_range};
 use super::classify::{Failure, Outcome, Rejected, classify};
-use super::settings::{ResilienceArgs, SettingsError, check_range};
 
 // === impl BreakerSettings ===
 
@@ -479,6 +479,20 @@ impl BreakerState {
         self.shared.waker.register(cx.waker());
     }
 
+    /// Closes the breaker now, whatever its state: the endpoint said it is healthy again
+    /// (its `grpc.health.v1` Watch answered SERVING), which is better evidence than
+    /// waiting out the open period for a probe. Results of calls admitted before stay
+    /// stale (the transition bumps the epoch), and a probe in flight loses its slot.
+    pub fn reset(&self) {
+        let core = self.lock();
+        if self.shared.status() != BreakerStatus::Closed {
+            core.machine.reset();
+        }
+        self.shared.probe_in_flight.store(false, Ordering::Release);
+        drop(core);
+        self.shared.waker.wake();
+    }
+
     /// The status a refused caller gets.
     pub fn rejection(&self) -> Status {
         Rejected::BreakerOpen.status(
@@ -682,6 +696,24 @@ mod tests {
         assert_eq!(state.status(), BreakerStatus::Open);
         assert_eq!(state.try_acquire().unwrap_err(), Rejected::BreakerOpen);
         assert!(state.is_refusing());
+    }
+
+    #[test]
+    fn reset_closes_an_open_breaker_at_once() {
+        let state = BreakerState::new("test", "e", &settings(1, 60_000), false);
+        let stale = state.try_acquire().unwrap();
+        fail(&state);
+        assert_eq!(state.status(), BreakerStatus::Open);
+        assert!(state.is_refusing());
+        state.reset();
+        assert_eq!(state.status(), BreakerStatus::Closed);
+        assert!(!state.is_refusing());
+        // A failure admitted before the reset is stale: it does not reopen it.
+        stale.record(Outcome::Failure(Failure::Unavailable));
+        assert_eq!(state.status(), BreakerStatus::Closed);
+        // The breaker still guards: a new failure opens it again.
+        fail(&state);
+        assert_eq!(state.status(), BreakerStatus::Open);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! |--------------------------------------------------|---------------------------|
 //! | OK, and every business code (NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION, ALREADY_EXISTS, PERMISSION_DENIED, UNAUTHENTICATED, RESOURCE_EXHAUSTED from the server, INTERNAL…) | success: the upstream answered |
 //! | connection could not be opened                   | failure, retryable, request never sent |
+//! | stream refused or never sent (GOAWAY, REFUSED_STREAM, connection closed first: a draining server) | failure, retryable, request never reached a handler |
 //! | connection broke, stream reset                   | failure, retryable, request may have been processed |
 //! | UNAVAILABLE (status, or HTTP 502/503/504)        | failure, retryable, may have been processed |
 //! | DEADLINE_EXCEEDED                                | failure, not retryable (the time is up) |
@@ -40,6 +41,9 @@ pub enum Outcome {
 pub enum Failure {
     /// No connection could be opened: the request never left this process.
     Connect,
+    /// The server refused the stream or the connection closed before the request went
+    /// out (a draining server's GOAWAY, REFUSED_STREAM): no handler saw it.
+    Refused,
     /// The connection or the stream broke after the request was sent.
     Transport,
     /// The upstream (or a proxy) answered UNAVAILABLE.
@@ -57,7 +61,7 @@ impl Failure {
     /// Whether the upstream may have acted on the request; when false, any method may be
     /// sent again, idempotent or not.
     pub fn may_have_been_processed(self) -> bool {
-        !matches!(self, Failure::Connect)
+        !matches!(self, Failure::Connect | Failure::Refused)
     }
 }
 
@@ -69,6 +73,9 @@ pub enum Rejected {
     BreakerOpen,
     #[error("every endpoint is ejected")]
     AllEjected,
+    /// Discovery has found no address for the upstream (yet).
+    #[error("no endpoint known")]
+    NoEndpoints,
     #[error("too many calls in flight")]
     Shed,
     /// The caller's request body failed while it was sent (too large, aborted).
@@ -89,16 +96,39 @@ impl Rejected {
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct TransportFailure {
+    /// The endpoint the call went to (so that a retry can go elsewhere).
+    pub endpoint: &'static str,
     /// True when no connection could be opened, so the request was never sent.
     pub connect: bool,
+    /// True when the server refused the stream or the connection closed before the
+    /// request was sent ([`never_reached_server`]).
+    pub refused: bool,
     message: String,
+}
+
+/// Whether `err` says the request never reached a handler although a connection was up:
+/// the server's GOAWAY left this stream out (a draining server), it answered
+/// REFUSED_STREAM, or the connection closed before hyper sent the request (hyper calls
+/// that "canceled"). Any method may then be sent again.
+pub fn never_reached_server(err: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(e) = find_in_chain::<h2::Error>(err)
+        && e.is_remote()
+        && (e.is_go_away() || e.reason() == Some(h2::Reason::REFUSED_STREAM))
+    {
+        return true;
+    }
+    find_in_chain::<hyper::Error>(err).is_some_and(hyper::Error::is_canceled)
 }
 
 /// Turns an error of a tonic `Channel` into the status callers see: UNAVAILABLE naming the
 /// upstream and endpoint, tagged with [`TransportFailure`] (or DEADLINE_EXCEEDED when it is
 /// the channel's own `grpc-timeout` timer). Everything a channel returns as
 /// an error is a transport problem: the server's own statuses arrive as responses.
-pub fn transport_status(upstream: &str, endpoint: &str, err: tonic::transport::Error) -> Status {
+pub fn transport_status(
+    upstream: &str,
+    endpoint: &'static str,
+    err: tonic::transport::Error,
+) -> Status {
     // The request body itself failed (e.g. the gateway's streaming size cap): the caller's
     // fault, not the upstream's. Its status goes back as it is, marked neutral.
     if let Some(status) = find_in_chain::<Status>(&err) {
@@ -123,14 +153,22 @@ pub fn transport_status(upstream: &str, endpoint: &str, err: tonic::transport::E
         ));
     }
     let connect = chain_has::<tonic::ConnectError>(&err);
+    let refused = !connect && never_reached_server(&err);
     let detail = error_chain(&err);
     let message = if connect {
         format!("upstream {upstream} unavailable: cannot connect to {endpoint}: {detail}")
+    } else if refused {
+        format!("upstream {upstream} unavailable: {endpoint} did not take the call: {detail}")
     } else {
         format!("upstream {upstream} unavailable: connection to {endpoint} failed: {detail}")
     };
     let mut status = Status::unavailable(message.clone());
-    status.set_source(Arc::new(TransportFailure { connect, message }));
+    status.set_source(Arc::new(TransportFailure {
+        endpoint,
+        connect,
+        refused,
+        message,
+    }));
     status
 }
 
@@ -172,6 +210,20 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
     out
 }
 
+/// The endpoint that answered a call, put in the response's extensions by the balancer
+/// when the answer is a failure, so that a retry can avoid it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServedBy(pub &'static str);
+
+/// The endpoint a failed call went to, when the stack knows it: from the transport error,
+/// or from [`ServedBy`] on a failed response.
+pub fn failed_endpoint<B>(result: &Result<http::Response<B>, Status>) -> Option<&'static str> {
+    match result {
+        Ok(response) => response.extensions().get::<ServedBy>().map(|s| s.0),
+        Err(status) => source_of::<TransportFailure>(status).map(|t| t.endpoint),
+    }
+}
+
 /// The [`Rejected`] reason of a status produced by this stack, if any.
 pub fn rejected(status: &Status) -> Option<Rejected> {
     source_of::<Rejected>(status).copied()
@@ -201,6 +253,8 @@ pub fn classify_error(status: &Status) -> Outcome {
     if let Some(t) = source_of::<TransportFailure>(status) {
         return Outcome::Failure(if t.connect {
             Failure::Connect
+        } else if t.refused {
+            Failure::Refused
         } else {
             Failure::Transport
         });
@@ -290,6 +344,8 @@ mod tests {
         assert!(Failure::Connect.retryable());
         assert!(!Failure::Connect.may_have_been_processed());
         assert!(Failure::Transport.may_have_been_processed());
+        assert!(Failure::Refused.retryable());
+        assert!(!Failure::Refused.may_have_been_processed());
         assert!(!Failure::DeadlineExceeded.retryable());
     }
 }

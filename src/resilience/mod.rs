@@ -10,8 +10,10 @@
 //! * [`retry`]: retries UNAVAILABLE/transport failures of methods that are safe to repeat
 //!   ([`idempotency`]), with jittered exponential backoff, inside a retry budget.
 //! * [`limit`]: bulkhead; sheds calls beyond the upstream's concurrency limit.
-//! * [`balance`]: power-of-two-choices over peak-EWMA across the upstream's endpoints;
-//!   an endpoint whose breaker is open is ejected.
+//! * [`balance`]: power-of-two-choices over peak-EWMA across the upstream's endpoints
+//!   (fixed, or discovered by [`crate::discovery`]); an endpoint whose breaker is open,
+//!   or whose health says NOT_SERVING ([`health_watch`]), is left out; a retry avoids the
+//!   endpoints the call already failed on.
 //! * [`breaker`]: failsafe's circuit breaker with a one-probe half-open gate, per
 //!   endpoint; with one endpoint it is the upstream's breaker and fails calls fast.
 //! * [`classify`]: the one table saying what a result means to retry and breaker.
@@ -21,15 +23,19 @@
 //! `stockmesh_upstream_breaker_state` (gauge: 0 closed, 1 half-open, 2 open),
 //! `stockmesh_upstream_breaker_transitions_total`, `stockmesh_upstream_breaker_rejected_total`,
 //! `stockmesh_upstream_retries_total`, `stockmesh_upstream_retry_budget_exhausted_total`,
-//! `stockmesh_upstream_shed_total`, labelled by `upstream` (and `endpoint`).
+//! `stockmesh_upstream_shed_total`, `stockmesh_upstream_endpoint_ready` (1 in rotation,
+//! 0 out), labelled by `upstream` (and `endpoint`).
 
+mod args;
 pub mod balance;
 pub mod breaker;
 pub mod classify;
 pub mod deadline;
+pub mod health_watch;
 pub mod idempotency;
 pub mod limit;
 pub mod retry;
 mod settings;
 
-pub use settings::{ResilienceArgs, Settings, SettingsError};
+pub use args::{ResilienceArgs, SettingsError};
+pub use settings::{DiscoverySettings, Settings};

@@ -43,10 +43,11 @@ use tonic::body::Body;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service, ServiceExt};
 
-use super::classify::{Outcome, classify};
+use super::args::{ResilienceArgs, SettingsError, check_range};
+use super::balance::Avoid;
+use super::classify::{Outcome, classify, failed_endpoint};
 use super::deadline::CallDeadline;
 use super::idempotency::{MethodInfo, MethodTable};
-use super::settings::{ResilienceArgs, SettingsError, check_range};
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -303,6 +304,7 @@ where
                 body: bytes,
                 attempt: 1,
                 backoff: None,
+                avoid: Vec::new(),
             },
         )
     }
@@ -381,9 +383,20 @@ struct Attempts<S> {
     body: Bytes,
     attempt: u32,
     backoff: Option<RetryBackoff>,
+    /// Endpoints this call failed on: the next attempt prefers another.
+    avoid: Vec<&'static str>,
 }
 
 impl<S> Attempts<S> {
+    /// The request of the next attempt.
+    fn request(&self) -> Req {
+        let mut req = self.head.request(self.body.clone());
+        if !self.avoid.is_empty() {
+            req.extensions_mut().insert(Avoid(self.avoid.clone()));
+        }
+        req
+    }
+
     /// The wait before another attempt, or `None` to return `result` as it is.
     fn next_wait(&mut self, result: &Result<Resp, Status>) -> Option<Duration> {
         let shared = &self.ctx.shared;
@@ -416,12 +429,18 @@ impl<S> Attempts<S> {
             tracing::debug!(upstream = shared.upstream, "retry budget exhausted");
             return None;
         }
+        if let Some(endpoint) = failed_endpoint(result)
+            && !self.avoid.contains(&endpoint)
+        {
+            self.avoid.push(endpoint);
+        }
         tracing::debug!(
             upstream = shared.upstream,
             path = self.head.uri.path(),
             attempt = self.attempt + 1,
             ?failure,
             ?wait,
+            avoid = ?self.avoid,
             "retrying"
         );
         Some(wait)
@@ -443,7 +462,7 @@ where
         .increment(1);
         let mut svc = attempts.ctx.spare.clone();
         svc.ready().await?;
-        let result = svc.call(attempts.head.request(attempts.body.clone())).await;
+        let result = svc.call(attempts.request()).await;
         match attempts.next_wait(&result) {
             Some(next) => wait = next,
             None => return result,
@@ -482,6 +501,7 @@ where
         body,
         attempt: 1,
         backoff: None,
+        avoid: Vec::new(),
     };
     match attempts.next_wait(&result) {
         Some(wait) => retry(attempts, wait).await,

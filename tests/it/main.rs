@@ -9,7 +9,10 @@
 mod balance;
 mod breaker;
 mod deadline;
+mod discovery;
+mod health;
 mod lost_response;
 mod process;
 mod retry;
+mod rolling;
 mod startup;

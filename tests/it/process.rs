@@ -64,6 +64,7 @@ impl Mesh {
                 "1000000".into(),
             ),
             ("STOCKMESH_RECONCILE_INTERVAL_MS".into(), "200".into()),
+            ("STOCKMESH_DRAIN_DELAY_MS".into(), "0".into()),
             ("STOCKMESH_RECONCILE_AFTER_SECS".into(), "1".into()),
             ("STOCKMESH_BREAKER_OPEN_MS".into(), "500".into()),
             ("STOCKMESH_SHUTDOWN_GRACE_MS".into(), "1000".into()),

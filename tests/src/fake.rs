@@ -2,7 +2,9 @@
 //! whose `GetProduct` (a read, safe to retry) and `CreateProduct` (a write without an
 //! idempotency key, never retried) answer as the test scripts them — OK, a given status,
 //! or after a delay — and count every call that reaches them. Stopping and restarting it
-//! on the same port plays "the upstream died and came back".
+//! on the same port plays "the upstream died and came back". A script made with
+//! [`Script::with_health`] also serves `grpc.health.v1` with a status the test sets (the
+//! default fake has none, as an upstream without health checking).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
@@ -35,6 +37,8 @@ struct Inner {
     gets: AtomicUsize,
     creates: AtomicUsize,
     last_timeout: Mutex<Option<Duration>>,
+    /// Health reported for the products service, when the fake serves health at all.
+    health: Option<tonic_health::server::HealthReporter>,
 }
 
 /// The fake's behaviour and counters, shared by the test and every incarnation of the
@@ -53,12 +57,45 @@ impl Default for Script {
                 gets: AtomicUsize::new(0),
                 creates: AtomicUsize::new(0),
                 last_timeout: Mutex::new(None),
+                health: None,
             }),
         }
     }
 }
 
+/// The service name whose health the fake reports (the client watches this one).
+pub const HEALTH_NAME: &str = "stockmesh.products.v1.ProductService";
+
 impl Script {
+    /// A script whose servers also serve `grpc.health.v1`, SERVING to begin with.
+    pub async fn with_health() -> Self {
+        let reporter = tonic_health::server::HealthReporter::new();
+        reporter
+            .set_service_status(HEALTH_NAME, tonic_health::ServingStatus::Serving)
+            .await;
+        Self {
+            inner: Arc::new(Inner {
+                health: Some(reporter),
+                mode: Mutex::new(Mode::Ok),
+                fail_next: AtomicU32::new(0),
+                gets: AtomicUsize::new(0),
+                creates: AtomicUsize::new(0),
+                last_timeout: Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Sets the health the fake reports (a script made with [`Script::with_health`]).
+    pub async fn set_serving(&self, serving: bool) {
+        let status = if serving {
+            tonic_health::ServingStatus::Serving
+        } else {
+            tonic_health::ServingStatus::NotServing
+        };
+        let reporter = self.inner.health.as_ref().unwrap();
+        reporter.set_service_status(HEALTH_NAME, status).await;
+    }
+
     pub fn set(&self, mode: Mode) {
         *self.inner.mode.lock().unwrap() = mode;
     }
@@ -192,7 +229,13 @@ impl FakeServer {
     /// Starts a fake on an ephemeral port. The listener is bound before this returns, so
     /// callers can connect at once.
     pub async fn start(script: Script) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_at("127.0.0.1:0".parse().unwrap(), script).await
+    }
+
+    /// Starts a fake on `addr` (e.g. another loopback address with a port chosen by the
+    /// test, for several replicas behind one DNS name).
+    pub async fn start_at(addr: SocketAddr, script: Script) -> Self {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut server = Self {
             addr,
@@ -214,11 +257,22 @@ impl FakeServer {
             script: self.script.clone(),
         });
         let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        // Health Watch streams end with this incarnation, or a graceful stop would wait
+        // for them.
+        let watches_end = tokio_util::sync::CancellationToken::new();
+        let health = self
+            .script
+            .inner
+            .health
+            .clone()
+            .map(|reporter| stockmesh::health::ending_watches(reporter, watches_end.clone()));
         let task = tokio::spawn(async move {
             let _ = Server::builder()
+                .add_optional_service(health)
                 .add_service(svc)
                 .serve_with_incoming_shutdown(incoming, async {
                     let _ = rx.await;
+                    watches_end.cancel();
                 })
                 .await;
         });

@@ -2,6 +2,7 @@
 //! ([`fake`]), a proxy that loses responses ([`proxy`]), and helpers to build the real
 //! outbound client stack against them.
 
+pub mod dns;
 pub mod fake;
 pub mod proxy;
 

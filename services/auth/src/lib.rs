@@ -62,7 +62,7 @@ pub async fn serve(
     let ready: api::Ready = Arc::new(OnceLock::new());
     let serving = server
         .add_service(AuthServiceServer::new(api::AuthApi::new(ready.clone())))
-        .serve(listener, shutdown.clone(), config.shutdown_grace());
+        .serve(listener, shutdown.clone(), config.drain());
     tokio::pin!(serving);
 
     let startup = async {

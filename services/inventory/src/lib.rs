@@ -80,7 +80,7 @@ pub async fn serve(
     health.watch_database(db.clone(), shutdown.clone());
     let served = server
         .add_service(InventoryServiceServer::new(api))
-        .serve(listener, shutdown.clone(), config.shutdown_grace())
+        .serve(listener, shutdown.clone(), config.drain())
         .await;
     stop_sweeper.trigger();
     if let Err(e) = sweeper.await {

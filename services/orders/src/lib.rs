@@ -116,7 +116,7 @@ pub async fn serve(
     health.set_serving().await;
     health.watch_database(db, shutdown.clone());
     let served = server
-        .serve(listener, shutdown.clone(), config.shutdown_grace())
+        .serve(listener, shutdown.clone(), config.drain())
         .await;
     stop_reconciler.trigger();
     if let Err(e) = reconciler.await {

@@ -57,7 +57,7 @@ pub async fn serve(
             ready.clone(),
             verifier,
         )))
-        .serve(listener, shutdown.clone(), config.shutdown_grace());
+        .serve(listener, shutdown.clone(), config.drain());
     tokio::pin!(serving);
 
     let url = config.database_url(Target::Products);
