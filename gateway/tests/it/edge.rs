@@ -330,3 +330,44 @@ pub async fn operations_endpoints(backend: Backend) {
     assert_eq!(stockmesh_gateway::openapi::lint(&doc), Vec::<String>::new());
     assert!(doc["paths"]["/v1/orders/{id}:cancel"]["post"].is_object());
 }
+
+/// Shutdown starts with a drain: the gateway says NOT_SERVING (its own health) and
+/// `/readyz` answers 503 at once, while requests still get answers for the drain delay.
+pub async fn a_draining_gateway_is_not_ready_but_still_serves(backend: Backend) {
+    let env = Env::start_with(backend, |c| c.drain_delay_ms = 5_000).await;
+    let product = env.product("Lamp", 100).await;
+    let id = product["id"].as_str().unwrap().to_string();
+    assert_eq!(env.get("/readyz", None).await.status.as_u16(), 200);
+
+    // The readiness signal: the gateway's own health Watch reports NOT_SERVING.
+    let mut watch = tonic_health::pb::health_client::HealthClient::new(env.channel().await)
+        .watch(tonic_health::pb::HealthCheckRequest {
+            service: Target::Gateway.grpc_service().to_string(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        watch.message().await.unwrap().unwrap().status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+    env.gateway.shutdown.trigger();
+    let started = Instant::now();
+    let next = watch.message().await.unwrap().unwrap();
+    assert_eq!(
+        next.status,
+        tonic_health::pb::health_check_response::ServingStatus::NotServing as i32
+    );
+
+    let ready = env.get("/readyz", None).await;
+    assert_eq!(ready.status.as_u16(), 503);
+    assert_eq!(ready.json()["draining"], true);
+    // Still answering: REST through to a service, and the liveness probe.
+    let got = env.get(&format!("/v1/products/{id}"), None).await.ok();
+    assert_eq!(got["product"]["id"], id);
+    assert_eq!(env.get("/healthz", None).await.status.as_u16(), 200);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "checked within the drain delay"
+    );
+}

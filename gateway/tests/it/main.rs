@@ -29,6 +29,7 @@ stockmesh::db_tests!(
     rate_limits,
     cors,
     readiness_follows_upstreams,
+    a_draining_gateway_is_not_ready_but_still_serves,
     operations_endpoints,
     grpc_through_the_gateway,
     grpc_web_binary_and_text,
