@@ -29,256 +29,33 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll, ready};
 use std::time::Instant;
 
 use pin_project_lite::pin_project;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tonic::Status;
 use tonic::body::Body;
-use tonic::{Code, Status};
 use tower::Service;
 
-use super::breaker::{BreakerState, Permit};
-use super::classify::{Failure, Outcome, Rejected, ServedBy, classify};
-use super::health_watch::EndpointHealth;
+use super::breaker::Permit;
+use super::classify::{Failure, Outcome, ServedBy, classify};
+
+mod endpoints;
+#[cfg(test)]
+mod tests;
+
+use endpoints::now_ns;
+pub use endpoints::{Endpoint, Endpoints};
 
 type Req = http::Request<Body>;
 type Resp = http::Response<Body>;
-
-/// Latency assumed for an endpoint before it has answered (nanoseconds).
-const DEFAULT_RTT_NS: u64 = 1_000_000;
-/// Weight of a new observation faster than the estimate (a slower one replaces it).
-const WEIGHT: f64 = 0.1;
-/// An estimate not refreshed by calls fades with this time constant (nanoseconds), so an
-/// endpoint that once looked slow and then got no calls is tried again.
-const FADE_NS: f64 = 2e9;
-
-/// Nanoseconds since the first call of this process (a cheap clock for the estimates).
-fn now_ns() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    let start = *START.get_or_init(Instant::now);
-    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
-}
 
 /// Endpoints a retry should not go to again: the ones this call already failed on.
 /// Set by the retry layer on retried attempts only.
 #[derive(Debug, Clone, Default)]
 pub struct Avoid(pub Vec<&'static str>);
-
-/// One endpoint of an upstream.
-pub struct Endpoint<S> {
-    addr: &'static str,
-    svc: S,
-    breaker: Arc<BreakerState>,
-    health: Arc<EndpointHealth>,
-    in_flight: AtomicU32,
-    rtt_ns: AtomicU64,
-    /// When `rtt_ns` was last updated ([`now_ns`]).
-    observed_at: AtomicU64,
-    /// The health generation (times it came back SERVING) the estimate belongs to: an
-    /// endpoint that just came back starts with no latency history, so it is picked at
-    /// once instead of being judged by how it behaved while it was going down.
-    generation: AtomicU64,
-    /// Ends the endpoint's health watch when it leaves the set.
-    stop: CancellationToken,
-}
-
-impl<S> Endpoint<S> {
-    pub fn new(
-        addr: &'static str,
-        svc: S,
-        breaker: Arc<BreakerState>,
-        health: Arc<EndpointHealth>,
-        stop: CancellationToken,
-    ) -> Self {
-        Self {
-            addr,
-            svc,
-            breaker,
-            health,
-            in_flight: AtomicU32::new(0),
-            rtt_ns: AtomicU64::new(DEFAULT_RTT_NS),
-            // Never observed: as faded as can be, so a new endpoint is tried at once and
-            // endpoints without history tie (and the random draw decides).
-            observed_at: AtomicU64::new(0),
-            generation: AtomicU64::new(0),
-            stop,
-        }
-    }
-
-    pub fn addr(&self) -> &'static str {
-        self.addr
-    }
-
-    pub fn breaker(&self) -> &Arc<BreakerState> {
-        &self.breaker
-    }
-
-    pub fn health(&self) -> &Arc<EndpointHealth> {
-        &self.health
-    }
-
-    /// The load estimate: faded latency × (calls in flight + 1).
-    fn cost(&self, now: u64) -> f64 {
-        let in_flight = f64::from(self.in_flight.load(Ordering::Relaxed) + 1);
-        if self.generation.load(Ordering::Relaxed) != self.health.generation() {
-            return 0.0;
-        }
-        let rtt = self.rtt_ns.load(Ordering::Relaxed) as f64;
-        let idle = now.saturating_sub(self.observed_at.load(Ordering::Relaxed)) as f64;
-        rtt * (-idle / FADE_NS).exp() * in_flight
-    }
-
-    /// Peak-EWMA: a slower answer replaces the estimate, a faster one pulls it down.
-    fn observe(&self, elapsed_ns: u64) {
-        let generation = self.health.generation();
-        let old = if self.generation.swap(generation, Ordering::Relaxed) == generation {
-            self.rtt_ns.load(Ordering::Relaxed)
-        } else {
-            elapsed_ns
-        };
-        let new = if elapsed_ns >= old {
-            elapsed_ns
-        } else {
-            (old as f64 * (1.0 - WEIGHT) + elapsed_ns as f64 * WEIGHT) as u64
-        };
-        // Racy by design: a lost update only loses one observation.
-        self.rtt_ns.store(new.max(1), Ordering::Relaxed);
-        self.observed_at.store(now_ns(), Ordering::Relaxed);
-    }
-}
-
-impl<S> std::fmt::Debug for Endpoint<S> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Endpoint")
-            .field("addr", &self.addr)
-            .field("health", &self.health.get())
-            .field("breaker", &self.breaker.status())
-            .finish()
-    }
-}
-
-/// The endpoint set of one upstream, shared by every clone of its [`Balanced`] and by
-/// discovery, which replaces it.
-pub struct Endpoints<S> {
-    upstream: &'static str,
-    /// What the endpoints come from (addresses or `dns:///` names), for messages.
-    source: String,
-    list: RwLock<Arc<[Arc<Endpoint<S>>]>>,
-    /// Set once the set has been filled for the first time (discovery's first answer).
-    known: CancellationToken,
-    /// Discovery listens: a connection failure asks for a fresh resolution.
-    unreachable: Arc<Notify>,
-}
-
-impl<S> Drop for Endpoints<S> {
-    fn drop(&mut self) {
-        // The last channel to this upstream is gone: stop the health watches.
-        self.close();
-    }
-}
-
-impl<S> Endpoints<S> {
-    pub fn new(upstream: &'static str, source: String) -> Arc<Self> {
-        Arc::new(Self {
-            upstream,
-            source,
-            list: RwLock::new(Arc::from(Vec::new())),
-            known: CancellationToken::new(),
-            unreachable: Arc::new(Notify::new()),
-        })
-    }
-
-    pub fn upstream(&self) -> &'static str {
-        self.upstream
-    }
-
-    /// The current endpoints.
-    pub fn snapshot(&self) -> Arc<[Arc<Endpoint<S>>]> {
-        self.list
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone()
-    }
-
-    /// Makes the set exactly `addrs`: endpoints already known are kept (with their
-    /// breaker, health and latency), new ones are made by `make`, and those no longer
-    /// listed leave (their health watch stops; calls on them finish). Returns the
-    /// addresses added and removed.
-    pub fn set_addrs(
-        &self,
-        addrs: &[&'static str],
-        mut make: impl FnMut(&'static str) -> Endpoint<S>,
-    ) -> (Vec<&'static str>, Vec<&'static str>) {
-        let old = self.snapshot();
-        let mut next = Vec::with_capacity(addrs.len());
-        let mut added = Vec::new();
-        for addr in addrs {
-            match old.iter().find(|e| e.addr == *addr) {
-                Some(e) => next.push(e.clone()),
-                None => {
-                    next.push(Arc::new(make(addr)));
-                    added.push(*addr);
-                }
-            }
-        }
-        let mut removed = Vec::new();
-        for e in old.iter() {
-            if !addrs.contains(&e.addr) {
-                e.stop.cancel();
-                removed.push(e.addr);
-            }
-        }
-        *self
-            .list
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::from(next);
-        self.known.cancel();
-        (added, removed)
-    }
-
-    /// Stops every endpoint's health watch (the upstream is going away).
-    pub fn close(&self) {
-        for e in self.snapshot().iter() {
-            e.stop.cancel();
-        }
-    }
-
-    /// Tells discovery that an endpoint could not be reached.
-    pub fn report_unreachable(&self) {
-        self.unreachable.notify_one();
-    }
-
-    /// What [`report_unreachable`](Self::report_unreachable) notifies.
-    pub fn unreachable_signal(&self) -> Arc<Notify> {
-        self.unreachable.clone()
-    }
-
-    fn all_ejected(&self, endpoints: &[Arc<Endpoint<S>>]) -> Status {
-        let names: Vec<&str> = endpoints.iter().map(|e| e.addr).collect();
-        Rejected::AllEjected.status(
-            Code::Unavailable,
-            format!(
-                "upstream {} unavailable: circuit breaker open for every endpoint ({})",
-                self.upstream,
-                names.join(", ")
-            ),
-        )
-    }
-
-    fn none_known(&self) -> Status {
-        Rejected::NoEndpoints.status(
-            Code::Unavailable,
-            format!(
-                "upstream {} unavailable: no endpoint found for {}",
-                self.upstream, self.source
-            ),
-        )
-    }
-}
 
 /// Which group an endpoint falls in for one call (lower is better); `None`: not now.
 fn group<S>(e: &Endpoint<S>, avoid: &[&'static str], panic_mode: bool) -> Option<u8> {
@@ -351,7 +128,7 @@ impl<S> Clone for Balanced<S> {
 impl<S> std::fmt::Debug for Balanced<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Balanced")
-            .field("upstream", &self.endpoints.upstream)
+            .field("upstream", &self.endpoints.upstream())
             .field("endpoints", &self.endpoints.snapshot())
             .finish()
     }
@@ -559,132 +336,5 @@ where
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::resilience::breaker::BreakerSettings;
-    use crate::resilience::classify::Failure;
-    use std::time::Duration;
-
-    fn settings() -> BreakerSettings {
-        BreakerSettings {
-            failures: 1,
-            open: Duration::from_secs(60),
-            max_open: Duration::from_secs(60),
-            success_rate: None,
-            window: Duration::from_secs(10),
-            min_requests: 20,
-        }
-    }
-
-    fn endpoint(addr: &'static str) -> Arc<Endpoint<()>> {
-        Arc::new(Endpoint::new(
-            addr,
-            (),
-            BreakerState::new("t", addr, &settings(), true),
-            Arc::new(EndpointHealth::new()),
-            CancellationToken::new(),
-        ))
-    }
-
-    fn picks(endpoints: &[Arc<Endpoint<()>>], avoid: &[&'static str]) -> Vec<&'static str> {
-        let mut seen: Vec<&'static str> = (0..200)
-            .filter_map(|_| pick(endpoints, avoid).ok().map(|e| e.addr))
-            .collect();
-        seen.sort_unstable();
-        seen.dedup();
-        seen
-    }
-
-    fn open(e: &Endpoint<()>) {
-        e.breaker
-            .try_acquire()
-            .unwrap()
-            .record(Outcome::Failure(Failure::Unavailable));
-    }
-
-    #[test]
-    fn every_ready_endpoint_gets_picked() {
-        let eps = [endpoint("a"), endpoint("b"), endpoint("c")];
-        assert_eq!(picks(&eps, &[]), ["a", "b", "c"]);
-    }
-
-    #[test]
-    fn a_retry_avoids_the_endpoint_it_failed_on_while_others_remain() {
-        let eps = [endpoint("a"), endpoint("b")];
-        assert_eq!(picks(&eps, &["a"]), ["b"]);
-        assert_eq!(picks(&eps, &["a", "b"]), ["a", "b"]);
-        // Avoiding is a preference: a lone endpoint is still used.
-        assert_eq!(picks(&eps[..1], &["a"]), ["a"]);
-    }
-
-    #[test]
-    fn not_serving_and_open_endpoints_are_out_of_rotation() {
-        let eps = [endpoint("a"), endpoint("b"), endpoint("c")];
-        eps[0]
-            .health
-            .force(crate::resilience::health_watch::Health::NotServing);
-        open(&eps[1]);
-        assert_eq!(picks(&eps, &[]), ["c"]);
-        // A retry that failed on the only one in rotation still prefers health over
-        // variety.
-        assert_eq!(picks(&eps, &["c"]), ["c"]);
-    }
-
-    #[test]
-    fn when_none_is_in_rotation_draining_ones_still_serve() {
-        let eps = [endpoint("a"), endpoint("b")];
-        eps[0]
-            .health
-            .force(crate::resilience::health_watch::Health::NotServing);
-        eps[1]
-            .health
-            .force(crate::resilience::health_watch::Health::NotServing);
-        assert_eq!(picks(&eps, &[]), ["a", "b"]);
-        open(&eps[0]);
-        assert_eq!(picks(&eps, &[]), ["b"]);
-        open(&eps[1]);
-        assert_eq!(pick(&eps, &[]).err(), Some(Some(())));
-        assert_eq!(pick::<()>(&[], &[]).err(), Some(None));
-    }
-
-    #[test]
-    fn the_less_loaded_of_two_wins() {
-        let eps = [endpoint("a"), endpoint("b")];
-        eps[0].in_flight.store(50, Ordering::Relaxed);
-        assert_eq!(picks(&eps, &[]), ["b"]);
-        eps[0].in_flight.store(0, Ordering::Relaxed);
-        eps[0].observe(1_000_000);
-        eps[1].observe(500_000_000);
-        assert_eq!(picks(&eps, &[]), ["a"]);
-    }
-
-    #[test]
-    fn the_set_keeps_known_endpoints_and_stops_removed_ones() {
-        let table: Arc<Endpoints<()>> = Endpoints::new("t", "dns:///x:1".into());
-        let make = |addr: &'static str| {
-            Endpoint::new(
-                addr,
-                (),
-                BreakerState::new("t", addr, &settings(), true),
-                Arc::new(EndpointHealth::new()),
-                CancellationToken::new(),
-            )
-        };
-        assert!(!table.known.is_cancelled());
-        let (added, removed) = table.set_addrs(&["a", "b"], make);
-        assert_eq!((added, removed), (vec!["a", "b"], vec![]));
-        assert!(table.known.is_cancelled());
-        let a = table.snapshot()[0].clone();
-        open(&a);
-        let (added, removed) = table.set_addrs(&["a", "c"], make);
-        assert_eq!((added, removed), (vec!["c"], vec!["b"]));
-        let now = table.snapshot();
-        assert!(Arc::ptr_eq(&now[0], &a), "a kept with its breaker");
-        assert!(now[0].breaker.is_refusing());
-        assert_eq!(now[1].addr, "c");
     }
 }

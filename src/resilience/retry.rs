@@ -33,9 +33,6 @@ use std::time::Duration;
 
 use backoff::backoff::Backoff as _;
 use bytes::Bytes;
-use bytes::{Buf, BytesMut};
-use http_body::Body as _;
-use http_body_util::Full;
 use pin_project_lite::pin_project;
 use tokio::time::Instant;
 use tonic::Status;
@@ -46,8 +43,13 @@ use tower::{Layer, Service, ServiceExt};
 use super::args::{ResilienceArgs, SettingsError, check_range};
 use super::balance::Avoid;
 use super::classify::{Outcome, classify, failed_endpoint};
-use super::deadline::CallDeadline;
 use super::idempotency::{MethodInfo, MethodTable};
+
+mod body;
+mod head;
+
+use body::{Buffered, buffer, read_now, replayable};
+use head::Head;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
@@ -310,71 +312,6 @@ where
     }
 }
 
-/// Reads a body that is already complete, without waiting: `None` when it is not (and
-/// then nothing was taken from it).
-fn read_now(body: &mut Body) -> Option<Result<Bytes, Status>> {
-    let mut cx = Context::from_waker(futures::task::noop_waker_ref());
-    if body.is_end_stream() {
-        return Some(Ok(Bytes::new()));
-    }
-    let first = match Pin::new(&mut *body).poll_frame(&mut cx) {
-        Poll::Pending => return None,
-        Poll::Ready(None) => return Some(Ok(Bytes::new())),
-        Poll::Ready(Some(Err(status))) => return Some(Err(status)),
-        Poll::Ready(Some(Ok(frame))) => frame,
-    };
-    let Ok(mut data) = first.into_data() else {
-        return Some(Err(Status::internal("request body starts with trailers")));
-    };
-    let bytes = data.copy_to_bytes(data.remaining());
-    if body.is_end_stream() {
-        return Some(Ok(bytes));
-    }
-    match Pin::new(&mut *body).poll_frame(&mut cx) {
-        Poll::Ready(None) => Some(Ok(bytes)),
-        // Rare: more frames, or not yet ended. Give up the fast path without losing the
-        // chunk already read.
-        other => {
-            let rest = std::mem::take(body);
-            *body = Body::new(Prefixed {
-                first: Some(bytes),
-                pending: Some(other),
-                rest,
-            });
-            None
-        }
-    }
-}
-
-pin_project! {
-    /// A body whose first chunk (and the frame polled after it) were already taken.
-    struct Prefixed {
-        first: Option<Bytes>,
-        pending: Option<Poll<Option<Result<http_body::Frame<Bytes>, Status>>>>,
-        #[pin]
-        rest: Body,
-    }
-}
-
-impl http_body::Body for Prefixed {
-    type Data = Bytes;
-    type Error = Status;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Status>>> {
-        let this = self.project();
-        if let Some(first) = this.first.take() {
-            return Poll::Ready(Some(Ok(http_body::Frame::data(first))));
-        }
-        match this.pending.take() {
-            Some(Poll::Ready(frame)) => Poll::Ready(frame),
-            _ => this.rest.poll_frame(cx),
-        }
-    }
-}
-
 /// What retries need, kept while the first attempt is in flight.
 struct Attempts<S> {
     ctx: Arc<Ctx<S>>,
@@ -597,139 +534,6 @@ where
     }
 }
 
-/// A request body as far as [`buffer`] read it.
-enum Buffered {
-    /// All of it, within the replay limit.
-    Whole(Bytes),
-    /// Over the limit: what was read, chained to the rest of the stream.
-    Partial(Body),
-}
-
-/// Reads a request body whole, but never more than `limit` bytes of it: a larger (or
-/// endless) body is handed on as a stream after the first `limit`-odd bytes, so a client
-/// cannot make this layer hold an unbounded body. A unary gRPC request is one data
-/// frame, kept as is (no copy); several frames are joined.
-async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, Status> {
-    let mut first: Option<Bytes> = None;
-    let mut rest: Option<BytesMut> = None;
-    let mut len = 0usize;
-    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let Ok(mut data) = frame?.into_data() else {
-            continue; // request trailers: gRPC clients send none
-        };
-        let chunk = data.copy_to_bytes(data.remaining());
-        len += chunk.len();
-        match (&mut first, &mut rest) {
-            (None, _) => first = Some(chunk),
-            (Some(head), None) => {
-                let mut joined = BytesMut::with_capacity(head.len() + chunk.len());
-                joined.extend_from_slice(head);
-                joined.extend_from_slice(&chunk);
-                rest = Some(joined);
-            }
-            (Some(_), Some(joined)) => joined.extend_from_slice(&chunk),
-        }
-        if len > limit {
-            let read = match (first, rest) {
-                (_, Some(joined)) => joined.freeze(),
-                (Some(one), None) => one,
-                (None, None) => Bytes::new(),
-            };
-            return Ok(Buffered::Partial(Body::new(Prefixed {
-                first: Some(read),
-                pending: None,
-                rest: body,
-            })));
-        }
-    }
-    Ok(Buffered::Whole(match (first, rest) {
-        (_, Some(joined)) => joined.freeze(),
-        (Some(one), None) => one,
-        (None, None) => Bytes::new(),
-    }))
-}
-
-fn replayable(body: Bytes) -> Body {
-    Body::new(Full::new(body))
-}
-
-/// What a retry is rebuilt from. Extensions other than the deadline are not carried
-/// over: only the layers below read them, and they need only [`CallDeadline`].
-struct Head {
-    method: http::Method,
-    uri: http::Uri,
-    version: http::Version,
-    headers: SavedHeaders,
-    deadline: Option<CallDeadline>,
-}
-
-impl Head {
-    fn of(parts: &http::request::Parts) -> Self {
-        Self {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            version: parts.version,
-            headers: SavedHeaders::of(&parts.headers),
-            deadline: parts.extensions.get::<CallDeadline>().copied(),
-        }
-    }
-
-    fn request(&self, body: Bytes) -> Req {
-        let mut req = http::Request::new(replayable(body));
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.version_mut() = self.version;
-        *req.headers_mut() = self.headers.to_map();
-        if let Some(deadline) = self.deadline {
-            req.extensions_mut().insert(deadline);
-        }
-        req
-    }
-}
-
-/// Request headers kept for a retry. A gRPC call carries a handful (`te`,
-/// `content-type`, `authorization`, a request id, `grpc-timeout`), which are kept inline:
-/// a `HeaderMap` clone costs two allocations on every call, and nearly every call is
-/// never retried. More than fit are kept as a `HeaderMap` clone.
-struct SavedHeaders {
-    inline: [Option<(http::HeaderName, http::HeaderValue)>; INLINE_HEADERS],
-    len: usize,
-    map: Option<http::HeaderMap>,
-}
-
-const INLINE_HEADERS: usize = 5;
-
-impl SavedHeaders {
-    fn of(headers: &http::HeaderMap) -> Self {
-        let mut saved = Self {
-            inline: Default::default(),
-            len: headers.len(),
-            map: None,
-        };
-        // `len` counts every value, so repeated names fit exactly too.
-        if headers.len() > INLINE_HEADERS {
-            saved.map = Some(headers.clone());
-            return saved;
-        }
-        for (slot, (name, value)) in saved.inline.iter_mut().zip(headers) {
-            *slot = Some((name.clone(), value.clone()));
-        }
-        saved
-    }
-
-    /// The headers as they were, repeated names and their order included.
-    fn to_map(&self) -> http::HeaderMap {
-        if let Some(map) = &self.map {
-            return map.clone();
-        }
-        let mut map = http::HeaderMap::with_capacity(self.len);
-        for (name, value) in self.inline.iter().flatten() {
-            map.append(name.clone(), value.clone());
-        }
-        map
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -753,34 +557,6 @@ mod tests {
         assert_eq!(s.backoff, Duration::from_millis(25));
         assert_eq!(s.max_backoff, Duration::from_secs(1));
         assert!((s.budget_ratio - 0.2).abs() < f32::EPSILON);
-    }
-
-    #[test]
-    fn saved_headers_round_trip() {
-        for n in [0usize, 1, 3, INLINE_HEADERS, INLINE_HEADERS + 1, 9] {
-            let mut map = http::HeaderMap::new();
-            for i in 0..n {
-                // Every other header repeats a name, which must survive with its order.
-                let name = if i % 2 == 1 {
-                    "x-repeat"
-                } else {
-                    [
-                        "te",
-                        "content-type",
-                        "authorization",
-                        "x-request-id",
-                        "grpc-timeout",
-                    ][i / 2 % 5]
-                };
-                map.append(
-                    http::HeaderName::from_static(name),
-                    http::HeaderValue::from_str(&format!("v{i}")).unwrap(),
-                );
-            }
-            let saved = SavedHeaders::of(&map);
-            assert_eq!(saved.map.is_none(), n <= INLINE_HEADERS);
-            assert_eq!(saved.to_map(), map, "{n} headers");
-        }
     }
 
     #[test]
