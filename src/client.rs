@@ -77,6 +77,7 @@ type ManyEndpoints = Deadline<Retry<Limit<Balanced<EndpointService>>>>;
 #[derive(Clone)]
 pub struct UpstreamChannel {
     stack: Stack,
+    upstream: &'static str,
 }
 
 #[derive(Clone)]
@@ -104,21 +105,36 @@ impl Service<Req> for UpstreamChannel {
     }
 
     fn call(&mut self, req: Req) -> Self::Future {
-        match &mut self.stack {
-            Stack::One(svc) => UpstreamFuture::One {
+        let inner = match &mut self.stack {
+            Stack::One(svc) => StackFuture::One {
                 inner: svc.call(req),
             },
-            Stack::Many(svc) => UpstreamFuture::Many {
+            Stack::Many(svc) => StackFuture::Many {
                 inner: svc.call(req),
             },
+        };
+        UpstreamFuture {
+            inner,
+            upstream: self.upstream,
+            start: std::time::Instant::now(),
         }
     }
 }
 
 pin_project! {
-    /// A call through an [`UpstreamChannel`].
-    #[project = UpstreamFutureProj]
-    pub enum UpstreamFuture {
+    /// A call through an [`UpstreamChannel`]; records the upstream's request metrics
+    /// when it completes.
+    pub struct UpstreamFuture {
+        #[pin]
+        inner: StackFuture,
+        upstream: &'static str,
+        start: std::time::Instant,
+    }
+}
+
+pin_project! {
+    #[project = StackFutureProj]
+    enum StackFuture {
         One { #[pin] inner: <OneEndpoint as Service<Req>>::Future },
         Many { #[pin] inner: <ManyEndpoints as Service<Req>>::Future },
     }
@@ -128,10 +144,29 @@ impl Future for UpstreamFuture {
     type Output = Result<Resp, tonic::Status>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match self.project() {
-            UpstreamFutureProj::One { inner } => inner.poll(cx),
-            UpstreamFutureProj::Many { inner } => inner.poll(cx),
-        }
+        let this = self.project();
+        let result = std::task::ready!(match this.inner.project() {
+            StackFutureProj::One { inner } => inner.poll(cx),
+            StackFutureProj::Many { inner } => inner.poll(cx),
+        });
+        // The code as known when the response headers arrive: every unary error is a
+        // trailers-only response; a success's OK comes in trailers not awaited here.
+        let code = match &result {
+            Ok(resp) => crate::metrics::grpc_status(resp.headers()).unwrap_or(0),
+            Err(status) => status.code() as i32,
+        };
+        metrics::counter!(
+            "stockmesh_upstream_requests_total",
+            "upstream" => *this.upstream,
+            "grpc_code" => crate::metrics::code_label(code)
+        )
+        .increment(1);
+        metrics::histogram!(
+            "stockmesh_upstream_request_duration_seconds",
+            "upstream" => *this.upstream
+        )
+        .record(this.start.elapsed().as_secs_f64());
+        Poll::Ready(result)
     }
 }
 
@@ -243,6 +278,7 @@ impl ClientBuilder {
                 .service(endpoint_service(name, addr, channel));
             return Ok(UpstreamChannel {
                 stack: Stack::One(svc),
+                upstream: name,
             });
         }
 
@@ -279,6 +315,7 @@ impl ClientBuilder {
         discovery::start(&endpoints, entries, &settings.discovery, make)?;
         Ok(UpstreamChannel {
             stack: Stack::Many(stack.service(Balanced::new(endpoints))),
+            upstream: name,
         })
     }
 }

@@ -170,6 +170,38 @@ pub struct Ports {
         global = true
     )]
     pub gateway_port: u16,
+    /// Admin port (`/metrics`, `/healthz`) of `serve auth`.
+    #[arg(
+        long,
+        env = "STOCKMESH_AUTH_METRICS_PORT",
+        default_value_t = 9101,
+        global = true
+    )]
+    pub auth_metrics_port: u16,
+    /// Admin port of `serve products`.
+    #[arg(
+        long,
+        env = "STOCKMESH_PRODUCTS_METRICS_PORT",
+        default_value_t = 9102,
+        global = true
+    )]
+    pub products_metrics_port: u16,
+    /// Admin port of `serve inventory`.
+    #[arg(
+        long,
+        env = "STOCKMESH_INVENTORY_METRICS_PORT",
+        default_value_t = 9103,
+        global = true
+    )]
+    pub inventory_metrics_port: u16,
+    /// Admin port of `serve orders`.
+    #[arg(
+        long,
+        env = "STOCKMESH_ORDERS_METRICS_PORT",
+        default_value_t = 9104,
+        global = true
+    )]
+    pub orders_metrics_port: u16,
 }
 
 /// Database URLs; unset means `sqlite://<data-dir>/<service>.db`.
@@ -405,6 +437,18 @@ impl Config {
             Target::Inventory => self.ports.inventory_port,
             Target::Orders => self.ports.orders_port,
             Target::Gateway => self.ports.gateway_port,
+        }
+    }
+
+    /// The admin (metrics) port of a `serve <target>` process; `None` for the gateway,
+    /// which serves `/metrics` on its own port.
+    pub fn metrics_port(&self, target: Target) -> Option<u16> {
+        match target {
+            Target::Auth => Some(self.ports.auth_metrics_port),
+            Target::Products => Some(self.ports.products_metrics_port),
+            Target::Inventory => Some(self.ports.inventory_metrics_port),
+            Target::Orders => Some(self.ports.orders_metrics_port),
+            Target::Gateway => None,
         }
     }
 

@@ -97,6 +97,7 @@ impl HealthHandle {
                     () = shutdown.wait() => return,
                     () = tokio::time::sleep(DB_PING_EVERY) => {}
                 }
+                pool_gauges(&db, health.service);
                 match db.ping().await {
                     Ok(()) if !healthy => {
                         tracing::info!(
@@ -128,6 +129,28 @@ pub fn ending_watches(
         inner: HealthService::from_health_reporter(reporter),
         end,
     })
+}
+
+/// `stockmesh_db_pool_connections{service,state}`: connections of the service's database
+/// pool in use and idle, sampled with each health ping. (sqlx exposes no acquire-wait
+/// hook, so the time spent waiting for a connection is not measured.)
+fn pool_gauges(db: &DatabaseConnection, service: &'static str) {
+    use sea_orm::DbBackend;
+    let (size, idle) = match db.get_database_backend() {
+        DbBackend::Postgres => {
+            let pool = db.get_postgres_connection_pool();
+            (pool.size() as f64, pool.num_idle() as f64)
+        }
+        DbBackend::Sqlite => {
+            let pool = db.get_sqlite_connection_pool();
+            (pool.size() as f64, pool.num_idle() as f64)
+        }
+        _ => return,
+    };
+    metrics::gauge!("stockmesh_db_pool_connections", "service" => service, "state" => "idle")
+        .set(idle);
+    metrics::gauge!("stockmesh_db_pool_connections", "service" => service, "state" => "in_use")
+        .set((size - idle).max(0.0));
 }
 
 /// tonic-health's service, whose Watch streams end when the server drains.

@@ -17,6 +17,7 @@ pub mod discovery;
 pub mod error;
 pub mod health;
 pub mod identity;
+pub mod metrics;
 pub mod pagination;
 pub mod proto;
 pub mod resilience;

@@ -108,6 +108,7 @@ impl GrpcServer {
         // services inherit what is left of its caller's time.
         let server = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .layer(crate::metrics::GrpcServerMetricsLayer)
             .layer(crate::resilience::deadline::InboundDeadlineLayer)
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);

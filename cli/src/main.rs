@@ -86,7 +86,26 @@ async fn run(cli: Cli) -> Result<(), String> {
             };
             run_mesh(cli.config, &targets, true).await
         }
-        Command::Serve { target } => run_mesh(cli.config, &[target], false).await,
+        Command::Serve { target } => {
+            // A service process of its own serves its metrics on its admin port (under
+            // `up`, the gateway's /metrics shows every in-process target).
+            if let Some(port) = cli.config.metrics_port(target) {
+                let addr = std::net::SocketAddr::new(cli.config.bind, port);
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|e| format!("cannot bind the admin port {addr}: {e}"))?;
+                let shutdown = Shutdown::new();
+                let admin =
+                    tokio::spawn(stockmesh::metrics::serve_admin(listener, shutdown.clone()));
+                let served = run_mesh(cli.config, &[target], false).await;
+                shutdown.trigger();
+                if let Ok(Err(e)) = admin.await {
+                    tracing::warn!(error = %e, "admin endpoint failed");
+                }
+                return served;
+            }
+            run_mesh(cli.config, &[target], false).await
+        }
         Command::Migrate { target } => {
             let targets = target.map_or(Target::SERVICES.to_vec(), |t| vec![t]);
             for t in targets {

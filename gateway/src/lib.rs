@@ -65,7 +65,7 @@ pub async fn serve(
     )?);
     let routes = state.routes.len();
     // Touch the recorder now so the first request does not pay for installing it.
-    observe::metrics_handle();
+    stockmesh::metrics::handle();
 
     let app = ServiceBuilder::new()
         .layer(observe::ObserveLayer)
@@ -82,7 +82,7 @@ pub async fn serve(
                     () = tokio::time::sleep(HOUSEKEEPING_EVERY) => {}
                 }
                 state.edge.forget_idle();
-                observe::metrics_handle().run_upkeep();
+                stockmesh::metrics::handle().run_upkeep();
             }
         });
     }

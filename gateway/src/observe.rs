@@ -13,8 +13,8 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
@@ -22,7 +22,6 @@ use axum::body::Body;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body::{Frame, SizeHint};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tower::{Layer, Service};
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -61,31 +60,6 @@ impl Protocol {
             Protocol::GrpcWeb => "grpc-web",
         }
     }
-}
-
-/// The process-wide Prometheus recorder. Installed once; when another recorder was
-/// installed first (tests, an embedding program) the gateway still renders its own
-/// handle, which then stays empty, rather than failing to start.
-pub fn metrics_handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let builder = PrometheusBuilder::new();
-        let builder = match builder.set_buckets(&[
-            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]) {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot set histogram buckets; using summaries");
-                PrometheusBuilder::new()
-            }
-        };
-        let recorder = builder.build_recorder();
-        let handle = recorder.handle();
-        if metrics::set_global_recorder(recorder).is_err() {
-            tracing::warn!("a metrics recorder is already installed; /metrics stays empty");
-        }
-        handle
-    })
 }
 
 /// See the module docs.

@@ -42,12 +42,10 @@ pub async fn handle(state: Ops<'_>, path: &str) -> Option<Response<Body>> {
         ),
         "/readyz" => readyz(&state).await,
         "/metrics" => {
-            let handle = crate::observe::metrics_handle();
-            handle.run_upkeep();
-            let mut resp = Response::new(Body::from(handle.render()));
+            let mut resp = Response::new(Body::from(stockmesh::metrics::render()));
             resp.headers_mut().insert(
                 header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                HeaderValue::from_static(stockmesh::metrics::CONTENT_TYPE),
             );
             resp
         }

@@ -230,6 +230,7 @@ impl<S> Attempt<S> {
         if let Some(permit) = self.permit.take() {
             permit.record(outcome);
         }
+        super::count_attempt(self.table.upstream(), self.endpoint.addr, outcome);
         result
     }
 }

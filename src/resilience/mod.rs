@@ -24,7 +24,9 @@
 //! `stockmesh_upstream_breaker_transitions_total`, `stockmesh_upstream_breaker_rejected_total`,
 //! `stockmesh_upstream_retries_total`, `stockmesh_upstream_retry_budget_exhausted_total`,
 //! `stockmesh_upstream_shed_total`, `stockmesh_upstream_endpoint_ready` (1 in rotation,
-//! 0 out), labelled by `upstream` (and `endpoint`).
+//! 0 out), `stockmesh_upstream_attempts_total` (by outcome), labelled by `upstream` (and
+//! `endpoint`); [`crate::client`] adds `stockmesh_upstream_requests_total` (by
+//! `grpc_code`) and `stockmesh_upstream_request_duration_seconds`.
 
 mod args;
 pub mod balance;
@@ -38,4 +40,22 @@ pub mod retry;
 mod settings;
 
 pub use args::{ResilienceArgs, SettingsError};
+
+/// Counts one attempt on one endpoint by what its result says about the endpoint:
+/// `stockmesh_upstream_attempts_total{upstream,endpoint,outcome}` (`success`, `failure`,
+/// `neutral`). A retried call is several attempts.
+pub fn count_attempt(upstream: &'static str, endpoint: &str, outcome: classify::Outcome) {
+    let outcome = match outcome {
+        classify::Outcome::Success => "success",
+        classify::Outcome::Failure(_) => "failure",
+        classify::Outcome::Neutral => "neutral",
+    };
+    metrics::counter!(
+        "stockmesh_upstream_attempts_total",
+        "upstream" => upstream,
+        "endpoint" => endpoint.to_string(),
+        "outcome" => outcome
+    )
+    .increment(1);
+}
 pub use settings::{DiscoverySettings, Settings};

@@ -46,6 +46,7 @@ async fn main() {
         .env("STOCKMESH_DATA_DIR", &dir)
         .env("STOCKMESH_BIND", "127.0.0.1")
         .env("STOCKMESH_AUTH_PORT", port.to_string())
+        .env("STOCKMESH_AUTH_METRICS_PORT", "0")
         .env("STOCKMESH_ADMIN_PASSWORD", "flood-admin-password")
         .env("RUST_LOG", "error")
         .stdin(Stdio::null())

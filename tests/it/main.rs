@@ -12,6 +12,7 @@ mod deadline;
 mod discovery;
 mod health;
 mod lost_response;
+mod metrics;
 mod process;
 mod retry;
 mod rolling;

@@ -29,7 +29,7 @@ use tonic::transport::Channel;
 const INITIAL_STOCK: i64 = 100_000;
 
 /// The mesh's processes and what they share.
-struct Mesh {
+pub(super) struct Mesh {
     env: Vec<(String, String)>,
     dir: PathBuf,
     addrs: Vec<(Target, SocketAddr)>,
@@ -38,7 +38,7 @@ struct Mesh {
 }
 
 impl Mesh {
-    async fn new(backend: Backend) -> Self {
+    pub(super) async fn new(backend: Backend) -> Self {
         let dir = std::env::temp_dir().join(format!(
             "stockmesh_drill_{}_{}",
             std::process::id(),
@@ -65,6 +65,11 @@ impl Mesh {
             ),
             ("STOCKMESH_RECONCILE_INTERVAL_MS".into(), "200".into()),
             ("STOCKMESH_DRAIN_DELAY_MS".into(), "0".into()),
+            // Admin (metrics) ports: ephemeral, so drills can run side by side.
+            ("STOCKMESH_AUTH_METRICS_PORT".into(), "0".into()),
+            ("STOCKMESH_PRODUCTS_METRICS_PORT".into(), "0".into()),
+            ("STOCKMESH_INVENTORY_METRICS_PORT".into(), "0".into()),
+            ("STOCKMESH_ORDERS_METRICS_PORT".into(), "0".into()),
             ("STOCKMESH_RECONCILE_AFTER_SECS".into(), "1".into()),
             ("STOCKMESH_BREAKER_OPEN_MS".into(), "500".into()),
             ("STOCKMESH_SHUTDOWN_GRACE_MS".into(), "1000".into()),
@@ -97,12 +102,18 @@ impl Mesh {
         }
     }
 
-    fn addr(&self, target: Target) -> SocketAddr {
+    /// Sets (or replaces) an environment variable of the processes started from now on.
+    pub(super) fn set_env(&mut self, key: &str, value: String) {
+        self.env.retain(|(k, _)| k != key);
+        self.env.push((key.to_string(), value));
+    }
+
+    pub(super) fn addr(&self, target: Target) -> SocketAddr {
         self.addrs.iter().find(|(t, _)| *t == target).unwrap().1
     }
 
     /// Starts `stockmesh serve <target>` and waits until its health says SERVING.
-    async fn start(&mut self, target: Target) {
+    pub(super) async fn start(&mut self, target: Target) {
         let log = log_file(&self.dir, target);
         let child = Command::new(env!("CARGO_BIN_EXE_stockmesh-drill"))
             .arg("serve")
@@ -145,7 +156,7 @@ impl Mesh {
     }
 
     /// SIGKILL: no graceful shutdown, no drain, connections reset.
-    async fn kill(&mut self, target: Target) {
+    pub(super) async fn kill(&mut self, target: Target) {
         let i = self
             .children
             .iter()
@@ -187,7 +198,7 @@ fn uuid_like() -> String {
     )
 }
 
-async fn channel(addr: SocketAddr) -> Channel {
+pub(super) async fn channel(addr: SocketAddr) -> Channel {
     tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .unwrap()
         .connect_lazy()

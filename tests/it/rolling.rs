@@ -83,6 +83,11 @@ impl Fleet {
             // The drain under test: NOT_SERVING for 1 s before GOAWAY.
             ("STOCKMESH_DRAIN_DELAY_MS", "1000".into()),
             ("STOCKMESH_SHUTDOWN_GRACE_MS", "5000".into()),
+            // Admin (metrics) ports: ephemeral, so replicas can run side by side.
+            ("STOCKMESH_AUTH_METRICS_PORT", "0".into()),
+            ("STOCKMESH_PRODUCTS_METRICS_PORT", "0".into()),
+            ("STOCKMESH_INVENTORY_METRICS_PORT", "0".into()),
+            ("STOCKMESH_ORDERS_METRICS_PORT", "0".into()),
             // The drill measures the drain, not rate limits.
             ("STOCKMESH_RATE_LIMIT_RPS", "1000000".into()),
             ("STOCKMESH_RATE_LIMIT_BURST", "1000000".into()),

@@ -31,6 +31,10 @@ async fn start_and_collect(
         .env("STOCKMESH_BIND", "127.0.0.1")
         // Port 0: should a refusal regress into a start, it binds nothing anyone uses.
         .env(format!("STOCKMESH_{}_PORT", target.to_uppercase()), "0")
+        .env(
+            format!("STOCKMESH_{}_METRICS_PORT", target.to_uppercase()),
+            "0",
+        )
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

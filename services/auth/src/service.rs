@@ -120,6 +120,15 @@ impl Auth {
         password: &str,
         client: Option<std::net::IpAddr>,
     ) -> Result<TokenPair> {
+        counted("login", self.login_inner(email, password, client).await)
+    }
+
+    async fn login_inner(
+        &self,
+        email: &str,
+        password: &str,
+        client: Option<std::net::IpAddr>,
+    ) -> Result<TokenPair> {
         // Validated and capped first: nothing unbounded reaches the throttle.
         let email = validate::email(email)?;
         if password.is_empty() {
@@ -159,6 +168,13 @@ impl Auth {
         &self,
         req: &stockmesh::proto::auth::v1::IssueServiceTokenRequest,
     ) -> Result<(String, i64)> {
+        counted("service", self.issue_service_token_inner(req).await)
+    }
+
+    async fn issue_service_token_inner(
+        &self,
+        req: &stockmesh::proto::auth::v1::IssueServiceTokenRequest,
+    ) -> Result<(String, i64)> {
         let target = self.service_proofs.check(req, Utc::now().timestamp())?;
         let email = stockmesh::identity::service_email(target);
         let user = accounts::by_email(&self.db, &email)
@@ -178,8 +194,11 @@ impl Auth {
 
     /// Rotates a refresh token into a new pair.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenPair> {
-        let (user, next) = sessions::rotate(&self.db, refresh_token, self.refresh_ttl).await?;
-        self.pair(user, next)
+        let rotated = sessions::rotate(&self.db, refresh_token, self.refresh_ttl).await;
+        counted(
+            "refresh",
+            rotated.and_then(|(user, next)| self.pair(user, next)),
+        )
     }
 
     pub async fn logout(&self, refresh_token: &str) -> Result<()> {
@@ -229,4 +248,37 @@ impl Auth {
     pub async fn jwks(&self) -> Result<Vec<Jwk>> {
         self.keys.jwks().await
     }
+}
+
+/// Counts a token request: `stockmesh_auth_tokens_issued_total{kind}` when it succeeded,
+/// `stockmesh_auth_tokens_refused_total{kind,reason}` when it was refused (a bounded set
+/// of reasons; server faults are not refusals and are not counted here).
+fn counted<T>(kind: &'static str, result: Result<T>) -> Result<T> {
+    match &result {
+        Ok(_) => {
+            metrics::counter!("stockmesh_auth_tokens_issued_total", "kind" => kind).increment(1)
+        }
+        Err(e) => {
+            let reason = match e {
+                Error::InvalidField { .. } => Some("invalid_request"),
+                Error::InvalidCredentials => Some("invalid_credentials"),
+                Error::TooManyFailedLogins => Some("throttled"),
+                Error::ServiceLogin => Some("service_identity_on_login"),
+                Error::ServiceCredentialRefused(_) => Some("service_proof_refused"),
+                Error::InvalidRefreshToken => Some("invalid_refresh_token"),
+                Error::RefreshTokenReused => Some("refresh_token_reused"),
+                Error::UnknownSubject => Some("unknown_subject"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                metrics::counter!(
+                    "stockmesh_auth_tokens_refused_total",
+                    "kind" => kind,
+                    "reason" => reason
+                )
+                .increment(1);
+            }
+        }
+    }
+    result
 }

@@ -107,7 +107,13 @@ where
         };
         let res = ready!(inner.poll(cx));
         if let Some(permit) = this.permit.take() {
-            permit.record(classify(&res));
+            let outcome = classify(&res);
+            crate::resilience::count_attempt(
+                permit.state().upstream(),
+                permit.state().endpoint(),
+                outcome,
+            );
+            permit.record(outcome);
         }
         Poll::Ready(res)
     }

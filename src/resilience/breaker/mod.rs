@@ -449,6 +449,11 @@ impl Permit {
         self.probe
     }
 
+    /// The breaker this permit belongs to.
+    pub fn state(&self) -> &Arc<BreakerState> {
+        &self.state
+    }
+
     /// Reports the call's outcome to the breaker.
     pub fn record(mut self, outcome: Outcome) {
         self.done = true;
