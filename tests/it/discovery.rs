@@ -142,10 +142,11 @@ async fn a_dns_name_scales_out_to_new_replicas_and_in_without_failures() {
     });
     println!("scale-out 1 → 3: each replica ≥ 20 % after {took:?} (window {window:?})");
 
-    // One replica leaves: DNS stops listing it and it stops at once. No call fails.
+    // One replica leaves: DNS stops listing it, then it stops. No call fails, and the
+    // calls that follow spread over the two that remain.
     dns.set(NAME, &[ips[0], ips[2]]);
     servers[1].stop().await;
-    let removed_at = scripts[1].gets();
+    let before: Vec<usize> = scripts.iter().map(Script::gets).collect();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (calls, failures) = load.finish().await;
     assert!(
@@ -154,10 +155,9 @@ async fn a_dns_name_scales_out_to_new_replicas_and_in_without_failures() {
         failures.len(),
         &failures[..failures.len().min(5)]
     );
-    assert_eq!(
-        scripts[1].gets(),
-        removed_at,
-        "the removed replica got calls"
+    assert!(
+        scripts[0].gets() > before[0] && scripts[2].gets() > before[2],
+        "the remaining replicas serve"
     );
     assert!(dns.queries() > 3, "the name was resolved again and again");
     println!("{calls} calls, 0 failed; DNS queries: {}", dns.queries());

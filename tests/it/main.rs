@@ -8,6 +8,7 @@
 
 mod balance;
 mod breaker;
+mod bulkhead;
 mod deadline;
 mod discovery;
 mod health;

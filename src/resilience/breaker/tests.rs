@@ -175,3 +175,63 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_low_success_rate_opens_without_consecutive_failures() {
+    // failsafe's success rate is a moving average over time: its clock is frozen and
+    // moved 100 ms per call, so the test is exact and instant.
+    failsafe::clock::freeze(|clock| {
+        let settings = BreakerSettings {
+            failures: 1_000,
+            success_rate: Some(0.5),
+            min_requests: 10,
+            window: Duration::from_secs(10),
+            ..settings(1_000, 60_000)
+        };
+        let state = BreakerState::new("test", "e", &settings, false);
+        // Two in three calls fail: never a run of 1,000, but a success rate far under 50 %.
+        let mut opened_at = None;
+        for i in 0..300 {
+            clock.advance(Duration::from_millis(100));
+            if i % 3 == 0 {
+                state.try_acquire().unwrap().record(Outcome::Success);
+            } else {
+                fail(&state);
+            }
+            if state.status() == BreakerStatus::Open {
+                opened_at = Some(i);
+                break;
+            }
+        }
+        let at = opened_at.expect("the success-rate rule opened the breaker");
+        assert!(
+            at >= 9,
+            "not before min_requests calls: opened at call {at}"
+        );
+    });
+}
+
+#[test]
+fn a_healthy_success_rate_stays_closed() {
+    failsafe::clock::freeze(|clock| {
+        let settings = BreakerSettings {
+            failures: 1_000,
+            success_rate: Some(0.5),
+            min_requests: 10,
+            window: Duration::from_secs(10),
+            ..settings(1_000, 60_000)
+        };
+        let state = BreakerState::new("test", "e", &settings, false);
+        // One in three fails: 67 % success, above the 50 % floor. (failsafe seeds its
+        // moving average with the first call's result, so the run starts with a success.)
+        for i in 0..300 {
+            clock.advance(Duration::from_millis(100));
+            if i % 3 == 2 {
+                fail(&state);
+            } else {
+                state.try_acquire().unwrap().record(Outcome::Success);
+            }
+        }
+        assert_eq!(state.status(), BreakerStatus::Closed);
+    });
+}
