@@ -1,6 +1,6 @@
 """Consistency checks of deploy/k8s that no schema or linter makes (run by deploy/validate.sh).
 
-    python deploy/check-manifests.py deploy/k8s VARIANT=RENDERED.yaml ...
+    python deploy/check-manifests.py deploy/k8s VARIANT=RENDERED.yaml ... [--monitors RENDERED.yaml]
 
 1. Every YAML file under deploy/k8s is listed by the kustomization.yaml of its directory,
    and every listed entry exists: nothing is written and then silently never applied.
@@ -15,7 +15,15 @@
      requests and limits, runs as non-root with a read-only root and drops ALL capabilities;
    - the services probe with gRPC (startup, readiness, liveness), the gateway with /readyz
      and /healthz;
-   - a default-deny NetworkPolicy exists and every pod is selected by an ingress policy.
+   - a default-deny NetworkPolicy exists and every pod is selected by an ingress policy;
+   - every Deployment's pods carry prometheus.io/scrape "true", /path /metrics and /port: a
+     service's container port `metrics`, equal to its STOCKMESH_<SVC>_METRICS_PORT in the
+     ConfigMap; the gateway's port `http` (8080); and a NetworkPolicy lets the namespace
+     `monitoring` (or anyone) reach that port.
+3. With --monitors (`kubectl kustomize deploy/k8s/monitoring`, checked against the first
+   variant): the PodMonitors, which no offline schema covers, use only known fields, select
+   pods of that namespace whose container port of that name is their prometheus.io/port,
+   scrape /metrics, and together cover every Deployment that asks to be scraped.
 Exits 1 listing every failure.
 """
 
@@ -77,6 +85,103 @@ def prestop_seconds(container: dict) -> int:
     if len(cmd) == 2 and cmd[0] == "sleep":
         return int(cmd[1])
     return 0
+
+
+MONITORING_NAMESPACE = "monitoring"
+
+
+def allows_from_monitoring(policy: dict, port: int) -> bool:
+    """Whether an ingress NetworkPolicy lets pods of the namespace `monitoring` reach TCP `port`."""
+    for rule in policy["spec"].get("ingress") or []:
+        ports = rule.get("ports")
+        if ports and not any(p.get("port") == port and p.get("protocol", "TCP") == "TCP" for p in ports):
+            continue
+        peers = rule.get("from")
+        if not peers:
+            return True
+        for peer in peers:
+            ns = peer.get("namespaceSelector")
+            if ns is not None and selects(ns, {"kubernetes.io/metadata.name": MONITORING_NAMESPACE}):
+                return True
+    return False
+
+
+def check_scraping(name: str, deployments: dict, settings: dict, policies: list[dict]) -> None:
+    for dname, d in sorted(deployments.items()):
+        where = f"{name}: Deployment {dname}"
+        pod = d["spec"]["template"]
+        labels = pod["metadata"]["labels"]
+        annotations = pod["metadata"].get("annotations") or {}
+        if annotations.get("prometheus.io/scrape") != "true" or \
+                annotations.get("prometheus.io/path") != "/metrics":
+            fail(f"{where}: pods need prometheus.io/scrape \"true\" and prometheus.io/path /metrics")
+            continue
+        ports = {p.get("name"): p["containerPort"] for c in pod["spec"]["containers"] for p in c.get("ports", [])}
+        component = labels.get("app.kubernetes.io/component")
+        port_name = "metrics" if component == "service" else "http"
+        port = ports.get(port_name)
+        if str(port) != annotations.get("prometheus.io/port"):
+            fail(f"{where}: prometheus.io/port {annotations.get('prometheus.io/port')} is not its "
+                 f"container port `{port_name}` ({port})")
+            continue
+        if component == "service":
+            key = f"STOCKMESH_{dname.upper()}_METRICS_PORT"
+            if settings.get(key) != str(port):
+                fail(f"{where}: ConfigMap {key}={settings.get(key)} is not its `metrics` port {port}")
+        if not any(selects(p["spec"]["podSelector"], labels) and allows_from_monitoring(p, port) for p in policies):
+            fail(f"{where}: no NetworkPolicy lets the namespace {MONITORING_NAMESPACE} reach port {port}")
+
+
+# The fields of monitoring.coreos.com/v1 PodMonitor these manifests may use (no schema of the
+# CRD is available offline; a misspelt field would be dropped by the API server unnoticed).
+PODMONITOR_SPEC = {"jobLabel", "podTargetLabels", "selector", "namespaceSelector", "podMetricsEndpoints",
+                   "sampleLimit", "targetLimit", "labelLimit", "labelNameLengthLimit", "labelValueLengthLimit",
+                   "attachMetadata", "scrapeProtocols", "scrapeClass"}
+PODMONITOR_ENDPOINT = {"port", "portNumber", "path", "scheme", "interval", "scrapeTimeout", "honorLabels",
+                       "honorTimestamps", "relabelings", "metricRelabelings", "params", "filterRunning",
+                       "enableHttp2", "followRedirects", "proxyUrl", "tlsConfig", "authorization", "basicAuth"}
+
+
+def check_monitors(rendered: Path, variant: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    deployments = [d for d in yaml.safe_load_all(variant.read_text()) if d and d["kind"] == "Deployment"]
+    covered: set[str] = set()
+    for m in docs:
+        where = f"{rendered.name}: {m['kind']} {m['metadata']['name']}"
+        if m["kind"] != "PodMonitor" or m.get("apiVersion") != "monitoring.coreos.com/v1":
+            fail(f"{where}: only monitoring.coreos.com/v1 PodMonitors belong here")
+            continue
+        spec = m.get("spec") or {}
+        if set(spec) - PODMONITOR_SPEC:
+            fail(f"{where}: unknown spec fields {sorted(set(spec) - PODMONITOR_SPEC)}")
+        namespace = m["metadata"].get("namespace")
+        names = (spec.get("namespaceSelector") or {}).get("matchNames") or [namespace]
+        selected = [d for d in deployments if d["metadata"].get("namespace") in names
+                    and selects(spec.get("selector") or {}, d["spec"]["template"]["metadata"]["labels"])]
+        if not selected:
+            fail(f"{where}: selects no Deployment's pods")
+        endpoints = spec.get("podMetricsEndpoints") or []
+        if not endpoints:
+            fail(f"{where}: no podMetricsEndpoints")
+        for e in endpoints:
+            if set(e) - PODMONITOR_ENDPOINT:
+                fail(f"{where}: unknown podMetricsEndpoints fields {sorted(set(e) - PODMONITOR_ENDPOINT)}")
+            if e.get("path", "/metrics") != "/metrics":
+                fail(f"{where}: must scrape /metrics")
+            for d in selected:
+                pod = d["spec"]["template"]
+                ports = {p.get("name"): p["containerPort"] for c in pod["spec"]["containers"]
+                         for p in c.get("ports", [])}
+                annotated = (pod["metadata"].get("annotations") or {}).get("prometheus.io/port")
+                if e.get("port") not in ports or str(ports[e["port"]]) != annotated:
+                    fail(f"{where}: port {e.get('port')} is not Deployment {d['metadata']['name']}'s "
+                         f"metrics port ({annotated})")
+                else:
+                    covered.add(d["metadata"]["name"])
+    for d in deployments:
+        annotations = d["spec"]["template"]["metadata"].get("annotations") or {}
+        if annotations.get("prometheus.io/scrape") == "true" and d["metadata"]["name"] not in covered:
+            fail(f"{rendered.name}: no PodMonitor scrapes Deployment {d['metadata']['name']}")
 
 
 def check_variant(name: str, rendered: Path) -> None:
@@ -154,6 +259,7 @@ def check_variant(name: str, rendered: Path) -> None:
                     fail(f"{where}: needs /readyz readiness and /healthz liveness probes")
 
     ingress_policies = [p for p in by_kind.get("NetworkPolicy", []) if p["spec"].get("ingress")]
+    check_scraping(name, deployments, settings, ingress_policies)
     if not any(p["spec"]["podSelector"] == {} and not p["spec"].get("ingress") and not p["spec"].get("egress")
                and set(p["spec"].get("policyTypes", [])) == {"Ingress", "Egress"}
                for p in by_kind.get("NetworkPolicy", [])):
@@ -187,14 +293,24 @@ def check_variant(name: str, rendered: Path) -> None:
 
 def main() -> int:
     root = Path(sys.argv[1])
+    args = sys.argv[2:]
+    monitors = None
+    if "--monitors" in args:
+        i = args.index("--monitors")
+        monitors = Path(args[i + 1])
+        del args[i:i + 2]
     check_listing(root)
-    for arg in sys.argv[2:]:
+    variants = [Path(arg.split("=", 1)[1]) for arg in args]
+    for arg in args:
         name, rendered = arg.split("=", 1)
         check_variant(name, Path(rendered))
+    if monitors is not None:
+        check_monitors(monitors, variants[0])
     for e in errors:
         print(f"FAIL {e}", file=sys.stderr)
     if not errors:
-        print(f"manifest checks: {len(sys.argv) - 2} variants consistent, every file listed")
+        print(f"manifest checks: {len(args)} variants consistent"
+              f"{', the PodMonitors cover every scraped Deployment' if monitors else ''}, every file listed")
     return 1 if errors else 0
 
 

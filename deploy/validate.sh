@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Offline checks of everything under deploy/ (no cluster, no Docker daemon):
-#   1. yamllint (deploy/.yamllint) on every YAML file in deploy/
-#   2. both kustomize entry points render: deploy/k8s (managed databases) and
-#      deploy/k8s/postgres (a PostgreSQL StatefulSet per service)
+#   1. yamllint (deploy/.yamllint) on every YAML file in deploy/ (the manifests, Compose,
+#      deploy/prometheus/, deploy/grafana/provisioning/)
+#   2. the kustomize entry points render: deploy/k8s (managed databases),
+#      deploy/k8s/postgres (a PostgreSQL StatefulSet per service) and the optional
+#      deploy/k8s/monitoring (Prometheus Operator PodMonitors)
 #   3. deploy/check-manifests.py: every file listed in its kustomization.yaml, the dns:///
-#      addresses name headless Services, drain timing, PDB/HPA per Deployment, probes …
+#      addresses name headless Services, drain timing, PDB/HPA per Deployment, probes,
+#      prometheus.io annotations = metrics ports, reachable from the namespace monitoring,
+#      the PodMonitors' fields, ports and coverage …
 #   4. kubernetes-validate --strict: every manifest and both renderings against the
 #      Kubernetes JSON schemas of 1.30 (the oldest these manifests aim at) and 1.37 (the
-#      newest kubernetes-validate ships)
+#      newest kubernetes-validate ships); not deploy/k8s/monitoring (see there)
 #   5. checkov (framework kubernetes) on deploy/k8s, with the skips listed below
-#   6. docker compose config on deploy/docker-compose.yml (the compose-spec schema)
+#   6. docker compose config on deploy/docker-compose.yml (the compose-spec schema), with
+#      and without --profile observability
+#   7. deploy/check-observability.py: the Grafana dashboard (JSON, every panel's queries
+#      name only exported series and labels), Prometheus' scrape config, Grafana's
+#      provisioning and the Compose profile agree
 # The tools are pinned and installed into a Python venv (STOCKMESH_DEPLOY_VENV, default
 # target/deploy-venv, reused while the pins are unchanged). Fails on any finding. Without
 # CI=true, a machine that cannot install the tools skips the checks with a warning; with
@@ -124,15 +132,21 @@ step "yamllint"
 step "kustomize build"
 "$kubectl" kustomize deploy/k8s >"$tmp/managed.yaml"
 "$kubectl" kustomize deploy/k8s/postgres >"$tmp/postgres.yaml"
+"$kubectl" kustomize deploy/k8s/monitoring >"$tmp/monitoring.yaml"
 echo "deploy/k8s: $(grep -c '^kind:' "$tmp/managed.yaml") objects;" \
-    "deploy/k8s/postgres: $(grep -c '^kind:' "$tmp/postgres.yaml") objects"
+    "deploy/k8s/postgres: $(grep -c '^kind:' "$tmp/postgres.yaml") objects;" \
+    "deploy/k8s/monitoring: $(grep -c '^kind:' "$tmp/monitoring.yaml") objects"
 
 step "manifest consistency"
 "$bin/python" deploy/check-manifests.py deploy/k8s \
-    "managed=$tmp/managed.yaml" "postgres=$tmp/postgres.yaml"
+    "managed=$tmp/managed.yaml" "postgres=$tmp/postgres.yaml" --monitors "$tmp/monitoring.yaml"
 
 step "kubernetes-validate --strict"
-mapfile -t manifests < <(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml | sort)
+# Not deploy/k8s/monitoring: its PodMonitors are a CRD's (monitoring.coreos.com/v1), of which
+# kubernetes-validate has no schema (it would only warn "Couldn't find schema"). yamllint,
+# `kubectl kustomize` and check-manifests.py (known fields, ports, selectors) check them.
+mapfile -t manifests < <(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml \
+    ! -path 'deploy/k8s/monitoring/*' | sort)
 for version in "${K8S_VERSIONS[@]}"; do
     "$bin/kubernetes-validate" --strict --quiet -k "$version" \
         "${manifests[@]}" "$tmp/managed.yaml" "$tmp/postgres.yaml"
@@ -146,9 +160,14 @@ skips=$(IFS=,; echo "${CHECKOV_SKIPS[*]}")
 grep -E '^(Passed|kubernetes scan results)' "$tmp/checkov.txt" || true
 
 step "docker compose config"
-STOCKMESH_SERVICE_SECRET=validate-only-0123456789abcdef0123 STOCKMESH_ADMIN_PASSWORD=validate-only \
-    "${compose[@]}" -f deploy/docker-compose.yml config --quiet
-echo "deploy/docker-compose.yml valid"
+export STOCKMESH_SERVICE_SECRET=validate-only-0123456789abcdef0123 STOCKMESH_ADMIN_PASSWORD=validate-only
+"${compose[@]}" -f deploy/docker-compose.yml config --format json >"$tmp/compose.json"
+"${compose[@]}" -f deploy/docker-compose.yml --profile observability config --format json \
+    >"$tmp/compose-observability.json"
+echo "deploy/docker-compose.yml valid, with and without --profile observability"
+
+step "observability"
+"$bin/python" deploy/check-observability.py "$tmp/compose.json" "$tmp/compose-observability.json"
 
 step "done"
 echo "deploy checks passed in $((SECONDS - started)) s (${timings%; })"
