@@ -367,7 +367,7 @@ pub struct TransportErrors {
 impl Service<Req> for TransportErrors {
     type Response = Resp;
     type Error = tonic::Status;
-    type Future = TransportFuture;
+    type Future = crate::telemetry::Traced<TransportFuture>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), tonic::Status>> {
         self.inner
@@ -375,12 +375,14 @@ impl Service<Req> for TransportErrors {
             .map_err(|e| transport_status(self.upstream, self.addr, e))
     }
 
-    fn call(&mut self, req: Req) -> Self::Future {
-        TransportFuture {
+    fn call(&mut self, mut req: Req) -> Self::Future {
+        let span = crate::telemetry::attempt_span(&mut req, self.upstream, self.addr);
+        let fut = TransportFuture {
             inner: self.inner.call(req),
             upstream: self.upstream,
             addr: self.addr,
-        }
+        };
+        crate::telemetry::traced(fut, span)
     }
 }
 

@@ -21,7 +21,7 @@
 //! Labels are bounded: a method is named only when the descriptor set (or the health and
 //! reflection services) knows it; any other path is `unknown`/`unknown`. A call's code is
 //! read from the trailers-only response or from the trailers when the body ends; a body
-//! dropped before its trailers (the client went away) counts as `Cancelled`.
+//! dropped before its trailers (the client went away) counts as `Canceled`.
 //! Histogram buckets resolve 100 µs to 10 s.
 
 use std::collections::HashSet;

@@ -109,6 +109,7 @@ impl GrpcServer {
         let server = Server::builder()
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .layer(crate::metrics::GrpcServerMetricsLayer)
+            .layer(crate::telemetry::ServerSpanLayer)
             .layer(crate::resilience::deadline::InboundDeadlineLayer)
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);

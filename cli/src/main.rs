@@ -54,7 +54,6 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    stockmesh::telemetry::init(cli.config.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -65,7 +64,20 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Within the runtime: the OTLP exporter (when configured) runs on it.
+    let service_name = match &cli.command {
+        Command::Serve { target } => format!("stockmesh-{}", target.name()),
+        _ => "stockmesh".to_string(),
+    };
+    {
+        let _rt = runtime.enter();
+        stockmesh::telemetry::init(cli.config.log_format, &service_name);
+    }
     let result = runtime.block_on(run(cli));
+    {
+        let _rt = runtime.enter();
+        stockmesh::telemetry::shutdown();
+    }
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -107,8 +107,30 @@ where
         let slot = StatusSlot::new();
         req.extensions_mut().insert(slot.clone());
         let method = req.method().clone();
-        let fut = self.inner.call(req);
-        Box::pin(async move {
+        // A trace starts here (or continues the caller's `traceparent`) when tracing is on;
+        // proxied and transcoded calls become its children.
+        let span = stockmesh::telemetry::enabled().then(|| {
+            let span = tracing::info_span!(
+                "gateway.request",
+                otel.name = %format!("{method} request"),
+                otel.kind = "server",
+                http.request.method = %method,
+                http.response.status_code = tracing::field::Empty,
+                trace_id = tracing::field::Empty,
+                span_id = tracing::field::Empty,
+            );
+            stockmesh::telemetry::continue_from(&span, req.headers());
+            span
+        });
+        let trace_id = span.as_ref().and_then(|s| {
+            let _entered = s.enter();
+            stockmesh::telemetry::current_trace_id()
+        });
+        let fut = match &span {
+            Some(span) => span.in_scope(|| self.inner.call(req)),
+            None => self.inner.call(req),
+        };
+        let work = async move {
             let mut resp = fut.await?;
             resp.headers_mut().insert(REQUEST_ID, request_id.clone());
             let route = resp
@@ -120,6 +142,10 @@ where
                 .get::<Protocol>()
                 .copied()
                 .unwrap_or(Protocol::Rest);
+            let span = tracing::Span::current();
+            // REST routes already read "GET /v1/…"; gRPC ones are the method path.
+            stockmesh::telemetry::rename(&span, route.clone());
+            span.record("http.response.status_code", resp.status().as_u16());
             let record = Record {
                 start,
                 method,
@@ -128,6 +154,7 @@ where
                 http_status: resp.status().as_u16(),
                 grpc_status: slot,
                 request_id,
+                trace_id,
             };
             Ok(resp.map(|body| {
                 Body::new(Observed {
@@ -135,7 +162,11 @@ where
                     record,
                 })
             }))
-        })
+        };
+        match span {
+            Some(span) => Box::pin(tracing::Instrument::instrument(work, span)),
+            None => Box::pin(work),
+        }
     }
 }
 
@@ -154,6 +185,8 @@ struct Record {
     http_status: u16,
     grpc_status: StatusSlot,
     request_id: HeaderValue,
+    /// The request's trace, when tracing is on (joins the log line to the trace).
+    trace_id: Option<String>,
 }
 
 impl Drop for Record {
@@ -173,6 +206,7 @@ impl Drop for Record {
             status = %status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
+            trace_id = self.trace_id.as_deref().unwrap_or(""),
             "request"
         );
         let labels = [

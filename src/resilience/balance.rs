@@ -178,7 +178,13 @@ where
             let endpoint = match pick(&endpoints, avoid) {
                 Ok(e) => e,
                 Err(None) => return BalancedFuture::failed(table.none_known()),
-                Err(Some(())) => return BalancedFuture::failed(table.all_ejected(&endpoints)),
+                Err(Some(())) => {
+                    crate::telemetry::event(
+                        "every endpoint ejected: call refused",
+                        &[("upstream", table.upstream().to_string())],
+                    );
+                    return BalancedFuture::failed(table.all_ejected(&endpoints));
+                }
             };
             match endpoint.breaker.try_acquire() {
                 Ok(permit) => {

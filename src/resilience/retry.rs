@@ -324,10 +324,16 @@ struct Attempts<S> {
     avoid: Vec<&'static str>,
 }
 
+/// Which attempt of its call a request is (2 and up; the first carries none), in the
+/// request extensions, for the attempt's trace span.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptNumber(pub u32);
+
 impl<S> Attempts<S> {
     /// The request of the next attempt.
     fn request(&self) -> Req {
         let mut req = self.head.request(self.body.clone());
+        req.extensions_mut().insert(AttemptNumber(self.attempt));
         if !self.avoid.is_empty() {
             req.extensions_mut().insert(Avoid(self.avoid.clone()));
         }

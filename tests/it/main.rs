@@ -18,3 +18,4 @@ mod process;
 mod retry;
 mod rolling;
 mod startup;
+mod traces;

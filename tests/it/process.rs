@@ -93,6 +93,15 @@ impl Mesh {
             dbs.push(db);
             addrs.push((target, addr));
         }
+        // The gateway (no database), for drills that go through it.
+        let gateway = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let gateway_addr = gateway.local_addr().unwrap();
+        drop(gateway);
+        env.push((
+            "STOCKMESH_GATEWAY_PORT".into(),
+            gateway_addr.port().to_string(),
+        ));
+        addrs.push((Target::Gateway, gateway_addr));
         Self {
             env,
             dir,
@@ -106,6 +115,11 @@ impl Mesh {
     pub(super) fn set_env(&mut self, key: &str, value: String) {
         self.env.retain(|(k, _)| k != key);
         self.env.push((key.to_string(), value));
+    }
+
+    /// The environment every process gets.
+    pub(super) fn env(&self) -> &[(String, String)] {
+        &self.env
     }
 
     pub(super) fn addr(&self, target: Target) -> SocketAddr {

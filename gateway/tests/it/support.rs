@@ -102,7 +102,7 @@ impl Env {
     /// Starts everything; `services` adjusts every service's settings, then `tweak` the
     /// gateway's.
     pub async fn start_tweaked(backend: Backend, services: Tweak, tweak: Tweak) -> Self {
-        stockmesh::telemetry::init(stockmesh::telemetry::LogFormat::Human);
+        stockmesh::telemetry::init(stockmesh::telemetry::LogFormat::Human, "stockmesh-test");
         let mut mesh = TestMesh::new(backend).await;
         services(&mut mesh.config);
         let auth = mesh.start(Target::Auth, stockmesh_auth::serve).await;

@@ -58,7 +58,9 @@ fn required_id(id: &str) -> Result<&str, Status> {
 async fn to_the_end<T: Send + 'static>(
     op: impl Future<Output = crate::Result<T>> + Send + 'static,
 ) -> Result<T, Status> {
-    match tokio::spawn(op).await {
+    // The task stays in the call's span, so the saga's upstream calls are part of the
+    // caller's trace.
+    match tokio::spawn(tracing::Instrument::in_current_span(op)).await {
         Ok(result) => Ok(result?),
         Err(e) => Err(stockmesh::error::internal(format!(
             "order task failed: {e}"

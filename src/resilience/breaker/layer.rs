@@ -57,7 +57,13 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         match self.state.try_acquire() {
-            Err(_) => Recorded::refused(self.state.rejection()),
+            Err(_) => {
+                crate::telemetry::event(
+                    "circuit breaker open: call refused",
+                    &[("endpoint", self.state.endpoint().to_string())],
+                );
+                Recorded::refused(self.state.rejection())
+            }
             Ok(permit) => Recorded::new(self.inner.call(req), permit),
         }
     }
