@@ -298,6 +298,16 @@ async fn one_create_order_is_one_trace_across_the_mesh_and_retries_are_spans() {
         "stockmesh-orders",
     );
     child_of("stockmesh-inventory", "/Reserve", "stockmesh-orders");
+    // Database work on the request path is in the trace too (sea-orm's spans).
+    for svc in ["stockmesh-orders", "stockmesh-inventory", "stockmesh-products"] {
+        assert!(
+            spans
+                .iter()
+                .any(|(s, span)| s == svc && attr(span, "db.system").as_deref() == Some("sqlite")),
+            "{svc}: no database span in the trace: {:#?}",
+            summary(&spans)
+        );
+    }
 
     // Retries as spans: a second gateway whose products upstream fails the first call.
     let script = Script::default();
