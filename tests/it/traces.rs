@@ -299,7 +299,11 @@ async fn one_create_order_is_one_trace_across_the_mesh_and_retries_are_spans() {
     );
     child_of("stockmesh-inventory", "/Reserve", "stockmesh-orders");
     // Database work on the request path is in the trace too (sea-orm's spans).
-    for svc in ["stockmesh-orders", "stockmesh-inventory", "stockmesh-products"] {
+    for svc in [
+        "stockmesh-orders",
+        "stockmesh-inventory",
+        "stockmesh-products",
+    ] {
         assert!(
             spans
                 .iter()
