@@ -223,6 +223,16 @@ impl Injector for HeaderCarrierMut<'_> {
     }
 }
 
+/// A span for one step of a larger operation (a saga step), named `name`, child of the
+/// current span; a disabled span when tracing is off, so steps cost nothing then.
+pub fn step(name: &'static str) -> tracing::Span {
+    if enabled() {
+        tracing::info_span!("step", otel.name = name)
+    } else {
+        tracing::Span::none()
+    }
+}
+
 /// Adds an event to the current span (e.g. "circuit breaker open"), when tracing is on.
 pub fn event(name: &'static str, attributes: &[(&'static str, String)]) {
     if enabled() {
