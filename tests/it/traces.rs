@@ -298,6 +298,21 @@ async fn one_create_order_is_one_trace_across_the_mesh_and_retries_are_spans() {
         "stockmesh-orders",
     );
     child_of("stockmesh-inventory", "/Reserve", "stockmesh-orders");
+    // The saga's steps are spans of orders.
+    for step in [
+        "saga.price_snapshot",
+        "saga.insert_intent",
+        "saga.reserve",
+        "saga.pending",
+    ] {
+        assert!(
+            spans
+                .iter()
+                .any(|(svc, s)| svc == "stockmesh-orders" && s.name == step),
+            "no {step} span: {:#?}",
+            summary(&spans)
+        );
+    }
     // Database work on the request path is in the trace too (sea-orm's spans).
     for svc in [
         "stockmesh-orders",

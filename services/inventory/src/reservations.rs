@@ -16,7 +16,10 @@
 //!
 //! Transitions RESERVED → COMMITTED | RELEASED | EXPIRED are conditional updates on
 //! `status = 'RESERVED'` in the same transaction as the stock change, so concurrent
-//! commits, releases and the expiry sweeper move stock exactly once between them.
+//! commits, releases and the expiry sweeper move stock exactly once between them. The
+//! sweeper expires due reservations in batches whose status change is also its claim
+//! (see [`expire_batch`]), so the sweepers of several replicas split the work instead of
+//! racing for the same rows.
 //!
 //! Late Reserve after Release: a caller (the orders saga) may time out on a Reserve,
 //! compensate with a Release, and have the Reserve land afterwards. Were the Release of an
@@ -30,13 +33,16 @@
 //! the new reservation; if the tombstone wins, the Reserve's insert fails, its stock
 //! update rolls back, and it returns the tombstone. Either way no stock stays reserved.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, Expr, ExprTrait, LockBehavior, LockType, Query, SelectStatement,
+    WithClause,
+};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Set,
+    QueryOrder, QuerySelect, QueryTrait, Set,
 };
 
 use crate::entity::reservation::{self, Status};
@@ -290,39 +296,146 @@ pub async fn release(db: &DatabaseConnection, reservation_id: &str) -> Result<re
     transition(db, reservation_id, Status::Released).await
 }
 
-/// Expires RESERVED reservations whose `expires_at` has passed, returning their stock.
-/// Returns how many expired. Each one is its own transaction, so one failure leaves the
-/// others done; the failed one is logged and retried by the next sweep.
-pub async fn expire_due(db: &DatabaseConnection, batch: u64) -> Result<usize> {
-    let mut expired = 0;
-    loop {
-        let due: Vec<String> = reservation::Entity::find()
-            .select_only()
-            .column(reservation::Column::ReservationId)
-            .filter(reservation::Column::Status.eq(Status::Reserved))
-            .filter(reservation::Column::ExpiresAt.lte(now()))
-            .order_by_asc(reservation::Column::ExpiresAt)
-            .limit(batch)
-            .into_tuple()
-            .all(db)
+/// Expires one batch: up to `batch` RESERVED reservations whose `expires_at` has passed
+/// (oldest first) become EXPIRED and their units return to available, all in one
+/// transaction. Returns the reservations it expired, as stored now; empty when none was
+/// due.
+///
+/// The status change is the claim. It is one statement, `WITH picked AS MATERIALIZED
+/// (SELECT … WHERE status = 'RESERVED' AND expires_at <= now … LIMIT n FOR UPDATE SKIP
+/// LOCKED) UPDATE reservations SET status = 'EXPIRED' … WHERE reservation_id IN (SELECT
+/// reservation_id FROM picked) RETURNING *`, so a reservation is expired by
+/// one sweeper only, whatever the number of replicas: on PostgreSQL the sub-select skips
+/// rows another sweeper (or a Commit or Release) holds locked and re-checks rows changed
+/// meanwhile, and on SQLite the transaction holds the database's write lock (`BEGIN
+/// IMMEDIATE`). Concurrent Commit and Release calls keep their conditional `status =
+/// 'RESERVED'` update, so whichever gets a row first moves its stock, once.
+///
+/// The stock rows are then updated once per (product, warehouse), in key order: two
+/// sweepers locking stock rows in the same order cannot deadlock each other on PostgreSQL.
+/// If a stock row does not hold the units its expired reservations say it does (only a bug
+/// produces that) the whole batch rolls back with an error.
+pub async fn expire_batch(db: &DatabaseConnection, batch: u64) -> Result<Vec<reservation::Model>> {
+    let at = now();
+    let pick = reservation::Entity::find()
+        .select_only()
+        .column(reservation::Column::ReservationId)
+        .filter(reservation::Column::Status.eq(Status::Reserved))
+        .filter(reservation::Column::ExpiresAt.lte(at))
+        .order_by_asc(reservation::Column::ExpiresAt)
+        .order_by_asc(reservation::Column::ReservationId)
+        .limit(batch)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .into_query();
+    let mut claim = reservation::Entity::update_many()
+        .col_expr(
+            reservation::Column::Status,
+            Expr::value(Status::Expired.name()),
+        )
+        .col_expr(reservation::Column::UpdatedAt, Expr::value(at))
+        // Only the picked rows: they were RESERVED and due when picked and stay locked
+        // (or, on SQLite, the transaction holds the write lock) until the update.
+        // Repeating the condition here would invite PostgreSQL to scan every due row
+        // against the picked ones instead of looking the picked ones up by key.
+        .filter(reservation::Column::ReservationId.in_subquery(picked()))
+        .into_query();
+    claim.returning_all();
+
+    let tx = begin_write(db).await?;
+    let stmt = tx
+        .get_database_backend()
+        .build(&claim.with(materialized(pick)));
+    let expired = reservation::Entity::find()
+        .from_raw_sql(stmt)
+        .all(&tx)
+        .await?;
+    let mut units: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for r in &expired {
+        let (Some(product_id), Some(warehouse_id)) =
+            (r.product_id.as_deref(), r.warehouse_id.as_deref())
+        else {
+            tx.rollback().await?;
+            return Err(Error::Internal(format!(
+                "reservation {} was RESERVED without a product or warehouse",
+                r.reservation_id
+            )));
+        };
+        let total = units.entry((product_id, warehouse_id)).or_default();
+        *total = total.checked_add(r.quantity).ok_or_else(|| {
+            Error::Internal(format!(
+                "units expiring of product {product_id} in warehouse {warehouse_id} overflow"
+            ))
+        })?;
+    }
+    for ((product_id, warehouse_id), q) in units {
+        let changed = stock::Entity::update_many()
+            .col_expr(
+                stock::Column::Reserved,
+                Expr::col(stock::Column::Reserved).sub(q),
+            )
+            .col_expr(stock::Column::UpdatedAt, Expr::value(at))
+            .filter(stock::Column::ProductId.eq(product_id))
+            .filter(stock::Column::WarehouseId.eq(warehouse_id))
+            .filter(stock::Column::Reserved.gte(q))
+            .exec(&tx)
             .await?;
-        let full = due.len() as u64 == batch;
-        let mut failed = false;
-        for id in due {
-            match transition(db, &id, Status::Expired).await {
-                Ok(r) if r.status == Status::Expired => expired += 1,
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(reservation_id = %id, error = %e, "cannot expire reservation");
-                    failed = true;
-                }
-            }
-        }
-        // After a failure, stop: the same rows would be selected again at once.
-        if !full || failed {
-            return Ok(expired);
+        if changed.rows_affected != 1 {
+            tx.rollback().await?;
+            return Err(Error::Internal(format!(
+                "expired reservations hold {q} units of product {product_id} in warehouse {warehouse_id} that its stock row does not have reserved"
+            )));
         }
     }
+    tx.commit().await?;
+    Ok(expired)
+}
+
+/// Name of the common table expression holding the rows a sweep picked.
+const PICKED: &str = "picked";
+
+/// `WITH picked AS MATERIALIZED (<pick>)`: PostgreSQL runs the picking sub-select (with
+/// its LIMIT and row locks) exactly once. Written as a plain `IN (SELECT … LIMIT n FOR
+/// UPDATE SKIP LOCKED)`, PostgreSQL may run the sub-select again for each row it updates,
+/// and then takes far more than `n` rows.
+fn materialized(pick: SelectStatement) -> WithClause {
+    let mut cte = CommonTableExpression::new();
+    cte.table_name(Alias::new(PICKED))
+        .column(reservation::Column::ReservationId)
+        .query(pick)
+        .materialized(true);
+    WithClause::new().cte(cte).to_owned()
+}
+
+/// `SELECT reservation_id FROM picked`.
+fn picked() -> SelectStatement {
+    Query::select()
+        .column(reservation::Column::ReservationId)
+        .from(Alias::new(PICKED))
+        .to_owned()
+}
+
+/// Expires one reservation due now by itself (RESERVED → EXPIRED with its stock), for
+/// when a batch cannot be expired as a whole. True when this call expired it; false when
+/// it was no longer RESERVED (committed, released or expired by someone else meanwhile).
+pub async fn expire_one(db: &DatabaseConnection, reservation_id: &str) -> Result<bool> {
+    Ok(move_reserved(db, reservation_id, Status::Expired)
+        .await?
+        .is_some())
+}
+
+/// The ids of up to `limit` reservations due to expire now, oldest first (no claim).
+pub async fn due_ids(db: &DatabaseConnection, limit: u64) -> Result<Vec<String>> {
+    Ok(reservation::Entity::find()
+        .select_only()
+        .column(reservation::Column::ReservationId)
+        .filter(reservation::Column::Status.eq(Status::Reserved))
+        .filter(reservation::Column::ExpiresAt.lte(now()))
+        .order_by_asc(reservation::Column::ExpiresAt)
+        .order_by_asc(reservation::Column::ReservationId)
+        .limit(limit)
+        .into_tuple()
+        .all(db)
+        .await?)
 }
 
 /// Moves a RESERVED reservation to `to` and its units accordingly, exactly once however

@@ -9,7 +9,9 @@
 //!   with a deterministic id, PENDING, or a rollback that leaves nothing reserved.
 //! * [`orders`]: reads with ownership rules, CompleteOrder and CancelOrder.
 //! * [`reconciler`]: background task finishing orders that a crash or an outage left
-//!   half-way, and cancelling PENDING orders whose reservations expired.
+//!   half-way, and cancelling PENDING orders whose reservations expired; each round drains
+//!   everything due in batches that replicas claim, so N replicas never work on one order
+//!   at once.
 //! * [`store`]: database access, with every status change a conditional update.
 //! * [`upstream`]: calls to products and inventory as the orders *service identity*.
 //!
@@ -24,9 +26,9 @@
 //! the same conditional transitions as CancelOrder (PENDING → CANCELLING → CANCELLED), so
 //! neither can race a CompleteOrder:
 //!
-//! * the [`reconciler`] checks, every round, up to 100 PENDING orders older than the TTL
-//!   (`config.inventory.reservation_ttl_secs`, oldest first) with GetReservation on each
-//!   line;
+//! * the [`reconciler`] checks, every round, every PENDING order older than the TTL
+//!   (`config.inventory.reservation_ttl_secs`, oldest first, in claimed batches so that
+//!   several replicas share the work) with GetReservation on each line;
 //! * CompleteOrder whose commit is refused because a reservation expired cancels the
 //!   order the same way and answers FAILED_PRECONDITION ("reservation expired"), instead
 //!   of leaving it PENDING.

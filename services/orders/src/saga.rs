@@ -33,6 +33,8 @@ use std::time::{Duration, Instant};
 
 use stockmesh::config::OrdersSettings;
 use stockmesh::proto::inventory::v1::ReservationStatus;
+use stockmesh::telemetry;
+use tracing::Instrument;
 
 use crate::entity::order::{self, Status};
 use crate::entity::order_item;
@@ -171,7 +173,25 @@ pub fn validate(new: &NewOrder, limits: &Limits) -> Result<()> {
 
 impl Orders {
     /// Places an order (see the module docs). Idempotent by (customer, request id).
+    /// Counted in `stockmesh_orders_saga_total{outcome}`.
     pub async fn create(&self, new: NewOrder) -> Result<OrderRecord> {
+        let result = self.create_saga(new).await;
+        let outcome = match &result {
+            Ok(_) => "created",
+            Err(Error::InvalidField { .. }) => "failed_invalid",
+            Err(Error::NotFound(_)) => "failed_not_found",
+            Err(Error::PermissionDenied(_)) => "failed_permission",
+            Err(Error::FailedPrecondition(_)) => "failed_precondition",
+            Err(Error::ResourceExhausted(_)) => "failed_quota",
+            Err(Error::Aborted(_)) => "failed_aborted",
+            Err(Error::Unavailable(_)) => "failed_unavailable",
+            Err(_) => "failed_internal",
+        };
+        metrics::counter!("stockmesh_orders_saga_total", "outcome" => outcome).increment(1);
+        result
+    }
+
+    async fn create_saga(&self, new: NewOrder) -> Result<OrderRecord> {
         validate(&new, &self.limits)?;
         let max_open = self.limits.max_open_orders;
         for _ in 0..CREATE_ATTEMPTS {
@@ -188,8 +208,14 @@ impl Orders {
             if open >= max_open {
                 return Err(too_many_open_orders(&new.customer_id, open, max_open));
             }
-            let intent = self.intent(&new).await?;
-            match store::insert(&self.db, &intent, max_open).await {
+            let intent = self
+                .intent(&new)
+                .instrument(telemetry::step("saga.price_snapshot"))
+                .await?;
+            match store::insert(&self.db, &intent, max_open)
+                .instrument(telemetry::step("saga.insert_intent"))
+                .await
+            {
                 Ok(Inserted::Yes) => return self.reserve_all(intent, &new).await,
                 Ok(Inserted::OverCap { open }) => {
                     return Err(too_many_open_orders(&new.customer_id, open, max_open));
@@ -297,6 +323,7 @@ impl Orders {
                 version: 0,
                 created_at: now,
                 updated_at: now,
+                claimed_until: None,
             },
             items,
         })
@@ -327,6 +354,7 @@ impl Orders {
                     latitude: new.latitude,
                     longitude: new.longitude,
                 })
+                .instrument(telemetry::step("saga.reserve"))
                 .await;
             match reserved {
                 Ok(r) if r.status == ReservationStatus::Reserved as i32 => {
@@ -346,7 +374,10 @@ impl Orders {
                 Err(e) => return Err(self.abandon(&intent, i + 1, e).await),
             }
         }
-        match store::mark_pending(&self.db, id, None, &warehouses).await {
+        match store::mark_pending(&self.db, id, None, &warehouses)
+            .instrument(telemetry::step("saga.pending"))
+            .await
+        {
             Ok(true) => {}
             Ok(false) => {
                 // The reconciler decided first. It completes an intent only when every
@@ -380,7 +411,16 @@ impl Orders {
         {
             Ok(true) => {
                 let tried = &intent.items[..tried.min(intent.items.len())];
-                if self.release_lines(id, tried).await {
+                let released = self
+                    .release_lines(id, tried)
+                    .instrument(telemetry::step("saga.compensate"))
+                    .await;
+                metrics::counter!(
+                    "stockmesh_orders_saga_compensations_total",
+                    "result" => if released { "released" } else { "left_to_reconciler" }
+                )
+                .increment(1);
+                if released {
                     if let Err(e) = store::delete_aborted(&self.db, id).await {
                         tracing::warn!(order_id = id, error = %e, "cannot delete rolled-back order intent; the reconciler will cancel it");
                     }

@@ -5,18 +5,23 @@
 //! the reconciler's take-overs also `AND version = seen`), and reports whether it won.
 //! That is the whole concurrency story: whoever moves a row out of a state owns the work
 //! that state stands for, so two callers can never both complete and cancel an order, and
-//! the reconciler never takes over a saga that is still making progress. Transactions
+//! the reconciler never takes over a saga that is still making progress. On top of that,
+//! reconcilers of several replicas divide the rows between them with a lease
+//! ([`claim_due`]), so that no row is even looked at by two of them at once. Transactions
 //! begin with a write, so SQLite takes its write lock up front (and waits for it) instead
 //! of failing to upgrade a read lock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
-use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::sea_query::{
+    Alias, CommonTableExpression, Expr, ExprTrait, LockBehavior, LockType, Query, SelectStatement,
+    WithClause,
+};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr,
-    EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
+    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
+    QueryTrait, Statement, TransactionTrait,
 };
 
 use crate::entity::order::{self, Status};
@@ -244,36 +249,219 @@ pub async fn delete_aborted(db: &DatabaseConnection, id: &str) -> Result<bool, D
     Ok(deleted == 1)
 }
 
-/// Orders with work in flight that nobody has touched since `idle_since`, oldest first.
-pub async fn unfinished(
-    db: &DatabaseConnection,
-    idle_since: DateTime<Utc>,
-    limit: u64,
-) -> Result<Vec<order::Model>, DbErr> {
-    order::Entity::find()
-        .filter(order::Column::Status.is_in(Status::UNFINISHED))
-        .filter(order::Column::UpdatedAt.lt(idle_since))
-        .order_by_asc(order::Column::UpdatedAt)
-        .limit(limit)
-        .all(db)
-        .await
+/// Which rows the reconciler is after, and the moment that makes a row due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// CREATING, ABORTING, COMPLETING or CANCELLING, untouched since `idle_since`; walked
+    /// by (`updated_at`, `id`).
+    Unfinished { idle_since: DateTime<Utc> },
+    /// PENDING and created before `created_before` (its reservations may have expired);
+    /// walked by (`created_at`, `id`).
+    Expiry { created_before: DateTime<Utc> },
 }
 
-/// PENDING orders created before `created_before`, oldest first (the reconciler's
-/// expiry check).
-pub async fn pending_created_before(
-    db: &DatabaseConnection,
-    created_before: DateTime<Utc>,
+impl Due {
+    /// The column a walk over these rows is ordered by (with `id` after it).
+    fn key(self) -> order::Column {
+        match self {
+            Due::Unfinished { .. } => order::Column::UpdatedAt,
+            Due::Expiry { .. } => order::Column::CreatedAt,
+        }
+    }
+
+    /// Where `order` lies in a walk over these rows.
+    pub fn position(self, order: &order::Model) -> After {
+        After {
+            at: match self {
+                Due::Unfinished { .. } => order.updated_at,
+                Due::Expiry { .. } => order.created_at,
+            },
+            id: order.id.clone(),
+        }
+    }
+}
+
+/// A position in a walk over due rows: rows at or before it are not claimed again.
+/// Ordered as the walk is (by `at`, then `id`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct After {
+    pub at: DateTime<Utc>,
+    pub id: String,
+}
+
+/// Claims up to `limit` rows that are `due`, lie after `after` in the walk, and are not
+/// claimed by anyone (`claimed_until` NULL or not after `now`), by setting their
+/// `claimed_until` to `until`; returns them in walk order.
+///
+/// One statement, `WITH picked AS MATERIALIZED (SELECT id … ORDER BY … LIMIT n FOR UPDATE
+/// SKIP LOCKED) UPDATE … WHERE id IN (SELECT id FROM picked) RETURNING *`, so a row is
+/// claimed by one caller only: on PostgreSQL the
+/// sub-select skips rows another replica's claim holds locked and re-checks rows it
+/// claimed meanwhile (READ COMMITTED re-evaluates the condition on the newest row version
+/// after a lock), and on SQLite the statement runs under the database's single write lock
+/// (SQLite has no row locks; sea-query leaves the clause out there). Claiming changes
+/// neither `version` nor `updated_at`, so the version checks of the take-overs still
+/// compare against the row as claimed.
+pub async fn claim_due(
+    db: &impl ConnectionTrait,
+    due: Due,
+    now: DateTime<Utc>,
+    until: DateTime<Utc>,
+    after: Option<&After>,
     limit: u64,
 ) -> Result<Vec<order::Model>, DbErr> {
-    order::Entity::find()
-        .filter(order::Column::Status.eq(Status::Pending))
-        .filter(order::Column::CreatedAt.lt(created_before))
-        .order_by_asc(order::Column::CreatedAt)
+    let key = due.key();
+    let mut cond = match due {
+        Due::Unfinished { idle_since } => Condition::all()
+            .add(order::Column::Status.is_in(Status::UNFINISHED))
+            .add(order::Column::UpdatedAt.lt(idle_since)),
+        Due::Expiry { created_before } => Condition::all()
+            .add(order::Column::Status.eq(Status::Pending))
+            .add(order::Column::CreatedAt.lt(created_before)),
+    }
+    .add(
+        Condition::any()
+            .add(order::Column::ClaimedUntil.is_null())
+            .add(order::Column::ClaimedUntil.lte(now)),
+    );
+    if let Some(after) = after {
+        // A row-value comparison, which both databases turn into the start of a range
+        // scan over the (status, key, id) index.
+        cond = cond.add(
+            Expr::tuple([Expr::col(key), Expr::col(order::Column::Id)]).gt(Expr::tuple([
+                Expr::value(after.at),
+                Expr::value(after.id.clone()),
+            ])),
+        );
+    }
+    let pick = order::Entity::find()
+        .select_only()
+        .column(order::Column::Id)
+        .filter(cond)
+        .order_by_asc(key)
         .order_by_asc(order::Column::Id)
         .limit(limit)
+        .lock_with_behavior(LockType::Update, LockBehavior::SkipLocked)
+        .into_query();
+    // Only the picked rows: they met the condition when picked and stay locked (or, on
+    // SQLite, the whole statement holds the write lock) until the update. Repeating the
+    // condition here would invite PostgreSQL to scan every due row against the picked
+    // ones instead of looking the picked ones up by key.
+    let mut claim = order::Entity::update_many()
+        .col_expr(order::Column::ClaimedUntil, Expr::value(until))
+        .filter(order::Column::Id.in_subquery(picked()))
+        .into_query();
+    claim.returning_all();
+    let stmt = db
+        .get_database_backend()
+        .build(&claim.with(materialized(pick)));
+    let mut claimed = order::Entity::find().from_raw_sql(stmt).all(db).await?;
+    // RETURNING gives no order.
+    claimed.sort_by_cached_key(|o| due.position(o));
+    Ok(claimed)
+}
+
+/// PENDING → CANCELLED with `reason` (bumping the version) for every (id, version) in
+/// `seen` whose row is still PENDING at that version, in one statement; returns the ids it
+/// moved. The reconciler's batch form of a conditional [`transition`]: a row that changed
+/// since it was read (say, a CompleteOrder claimed it) is left alone.
+pub async fn cancel_pending(
+    db: &impl ConnectionTrait,
+    seen: &[(String, i64)],
+    reason: &str,
+) -> Result<HashSet<String>, DbErr> {
+    if seen.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let mut which = Condition::any();
+    for (id, version) in seen {
+        which = which.add(
+            Condition::all()
+                .add(order::Column::Id.eq(id.as_str()))
+                .add(order::Column::Version.eq(*version)),
+        );
+    }
+    let mut update = order::Entity::update_many()
+        .col_expr(order::Column::Status, Expr::value(Status::Cancelled))
+        .col_expr(
+            order::Column::Version,
+            Expr::col(order::Column::Version).add(1),
+        )
+        .col_expr(order::Column::UpdatedAt, Expr::value(now()))
+        .col_expr(order::Column::CancelReason, Expr::value(reason))
+        .filter(order::Column::Status.eq(Status::Pending))
+        .filter(which)
+        .into_query();
+    update.returning_all();
+    let stmt = db.get_database_backend().build(&update);
+    let moved = order::Entity::find().from_raw_sql(stmt).all(db).await?;
+    Ok(moved.into_iter().map(|o| o.id).collect())
+}
+
+/// Name of the common table expression holding the rows a claim picked.
+const PICKED: &str = "picked";
+
+/// `WITH picked AS MATERIALIZED (<pick>)`: PostgreSQL runs the picking sub-select (with
+/// its LIMIT and row locks) exactly once. Written as a plain `IN (SELECT … LIMIT n FOR
+/// UPDATE SKIP LOCKED)`, PostgreSQL may run the sub-select again for each row it updates,
+/// and then claims far more than `n` rows.
+fn materialized(pick: SelectStatement) -> WithClause {
+    let mut cte = CommonTableExpression::new();
+    cte.table_name(Alias::new(PICKED))
+        .column(order::Column::Id)
+        .query(pick)
+        .materialized(true);
+    WithClause::new().cte(cte).to_owned()
+}
+
+/// `SELECT id FROM picked`.
+fn picked() -> SelectStatement {
+    Query::select()
+        .column(order::Column::Id)
+        .from(Alias::new(PICKED))
+        .to_owned()
+}
+
+/// Ends a claim on order `id` that still holds (its `claimed_until` is `held_until`, the
+/// value the claim set), making the row due again from `again`. False when the claim was
+/// no longer there (it lapsed and someone else claimed the row).
+pub async fn unclaim(
+    db: &impl ConnectionTrait,
+    id: &str,
+    held_until: DateTime<Utc>,
+    again: DateTime<Utc>,
+) -> Result<bool, DbErr> {
+    let res = order::Entity::update_many()
+        .col_expr(order::Column::ClaimedUntil, Expr::value(again))
+        .filter(order::Column::Id.eq(id))
+        .filter(order::Column::ClaimedUntil.eq(held_until))
+        .exec(db)
+        .await?;
+    Ok(res.rows_affected == 1)
+}
+
+/// The lines of every order in `ids`, by order id (each in line order).
+pub async fn items_of(
+    db: &impl ConnectionTrait,
+    ids: &[String],
+) -> Result<HashMap<String, Vec<order_item::Model>>, DbErr> {
+    let mut by_order: HashMap<String, Vec<order_item::Model>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(by_order);
+    }
+    let items = order_item::Entity::find()
+        .filter(order_item::Column::OrderId.is_in(ids.iter().cloned()))
+        .order_by_asc(order_item::Column::OrderId)
+        .order_by_asc(order_item::Column::Line)
         .all(db)
-        .await
+        .await?;
+    for item in items {
+        by_order
+            .entry(item.order_id.clone())
+            .or_default()
+            .push(item);
+    }
+    Ok(by_order)
 }
 
 /// One page of orders, newest first: `statuses` (non-empty), optionally one customer's,

@@ -7,5 +7,6 @@ mod measurements;
 mod rbac;
 mod reservations;
 mod stock;
+mod sweeper;
 mod tombstones;
 mod warehouses;

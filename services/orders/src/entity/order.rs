@@ -72,6 +72,10 @@ pub struct Model {
     pub version: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// The reconciler's lease: while in the future, the replica that set it works on the
+    /// row and no other reconciler picks it (see [`crate::reconciler`]). Not a version
+    /// bump: claiming does not change `version` or `updated_at`. `None`: never claimed.
+    pub claimed_until: Option<DateTimeUtc>,
 }
 
 impl ActiveModelBehavior for ActiveModel {}

@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_orders;
 mod m20250201_000002_pending_expiry_index;
+mod m20250301_000003_reconciler_claims;
 
 /// All orders migrations, oldest first.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20250101_000001_orders::Migration),
             Box::new(m20250201_000002_pending_expiry_index::Migration),
+            Box::new(m20250301_000003_reconciler_claims::Migration),
         ]
     }
 }

@@ -188,6 +188,7 @@ async fn stage_pending(env: &Env, id: &str, lines: &[(&str, i64, &str)]) {
             version: 1,
             created_at: at,
             updated_at: at,
+            claimed_until: None,
         },
         items,
     };

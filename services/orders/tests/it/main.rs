@@ -3,17 +3,29 @@
 //! other services do. Every test runs on SQLite and on PostgreSQL, and ends by checking
 //! that the stock books balance (reserved = units of pending orders, on hand = restocked
 //! minus units of completed orders).
+//!
+//! `replicas` runs two orders replicas (and two inventory replicas) over one database and
+//! counts, per order, the inventory calls their reconcilers make: each due order is worked
+//! on exactly once.
 
 mod access;
+mod claims;
 mod expiry;
 mod late_reserve;
 mod lifecycle;
 mod recovery;
+mod replicas;
 mod saga;
+mod staging;
 mod support;
 
 use access::{
     customers_see_only_their_own_orders, list_filters_by_status_and_pages_newest_first, rbac_matrix,
+};
+use claims::{
+    batch_cancellation_moves_only_rows_as_they_were_read,
+    claims_take_a_batch_of_unclaimed_rows_and_lapse,
+    concurrent_claimers_split_the_rows_and_take_none_twice,
 };
 use expiry::{
     completing_an_order_whose_reservation_expired_cancels_it,
@@ -27,6 +39,9 @@ use lifecycle::{
 use recovery::{
     interrupted_orders_are_finished_by_the_reconciler,
     inventory_down_mid_saga_fails_unavailable_and_converges,
+};
+use replicas::{
+    a_wave_of_5000_due_orders_is_reconciled, two_replicas_reconcile_each_due_order_exactly_once,
 };
 use saga::{
     a_short_line_rolls_back_the_lines_before_it,
@@ -56,4 +71,9 @@ stockmesh::db_tests!(
     a_reserve_answered_released_fails_its_order_and_holds_nothing,
     pending_orders_whose_reservations_expire_are_cancelled,
     completing_an_order_whose_reservation_expired_cancels_it,
+    claims_take_a_batch_of_unclaimed_rows_and_lapse,
+    concurrent_claimers_split_the_rows_and_take_none_twice,
+    batch_cancellation_moves_only_rows_as_they_were_read,
+    two_replicas_reconcile_each_due_order_exactly_once,
+    a_wave_of_5000_due_orders_is_reconciled,
 );

@@ -143,6 +143,7 @@ async fn stage(
             version: 3,
             created_at: at,
             updated_at: at,
+            claimed_until: None,
         },
         items,
     };
