@@ -276,20 +276,13 @@ impl StatusSlot {
 
     /// Watches a gRPC response: a trailers-only status now, trailers when they pass.
     pub fn watch(&self, resp: Response<tonic::body::Body>) -> Response<tonic::body::Body> {
-        if let Some(code) = grpc_status(resp.headers()) {
+        if let Some(code) = stockmesh::metrics::grpc_status(resp.headers()) {
             self.set(code);
             return resp;
         }
         let slot = self.clone();
         resp.map(|body| tonic::body::Body::new(WatchTrailers { inner: body, slot }))
     }
-}
-
-fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
-    headers
-        .get("grpc-status")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<i32>().ok())
 }
 
 pin_project_lite::pin_project! {
@@ -311,7 +304,9 @@ impl http_body::Body for WatchTrailers {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled
-            && let Some(code) = frame.trailers_ref().and_then(grpc_status)
+            && let Some(code) = frame
+                .trailers_ref()
+                .and_then(stockmesh::metrics::grpc_status)
         {
             this.slot.set(code);
         }
