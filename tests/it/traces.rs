@@ -269,10 +269,41 @@ async fn one_create_order_is_one_trace_across_the_mesh_and_retries_are_spans() {
                 "stockmesh-products",
                 "stockmesh-inventory",
             ];
-            let reserved = spans
+            // Each process exports its spans in its own batches, so wait until every
+            // span the checks below read has arrived, not just one from each service.
+            let server = |svc: &str, method: &str| {
+                spans
+                    .iter()
+                    .any(|(s, span)| s == svc && span.kind == SERVER && span.name.ends_with(method))
+            };
+            let complete = server("stockmesh-orders", "/CreateOrder")
+                && server("stockmesh-products", "/BatchGetProducts")
+                && server("stockmesh-inventory", "/Reserve")
+                && [
+                    "saga.price_snapshot",
+                    "saga.insert_intent",
+                    "saga.reserve",
+                    "saga.pending",
+                ]
                 .iter()
-                .any(|(svc, s)| svc == "stockmesh-inventory" && s.name.ends_with("/Reserve"));
-            (want.iter().all(|w| services.contains(w)) && reserved).then_some((trace, spans))
+                .all(|step| {
+                    spans
+                        .iter()
+                        .any(|(s, span)| s == "stockmesh-orders" && span.name == *step)
+                });
+            let databases = [
+                "stockmesh-orders",
+                "stockmesh-inventory",
+                "stockmesh-products",
+            ]
+            .iter()
+            .all(|svc| {
+                spans
+                    .iter()
+                    .any(|(s, span)| s == svc && attr(span, "db.system").is_some())
+            });
+            (want.iter().all(|w| services.contains(w)) && complete && databases)
+                .then_some((trace, spans))
         })
         .await;
     assert!(!trace.is_empty());
