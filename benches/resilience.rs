@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use stockmesh::Target;
 use stockmesh::client::ClientBuilder;
-use stockmesh::resilience::ResilienceArgs;
+use stockmesh::resilience::{ResilienceArgs, Route};
 use tonic::Status;
 use tonic::transport::{Channel, Endpoint, Server};
 use tonic_health::pb::HealthCheckRequest;
@@ -376,7 +376,7 @@ async fn layers(addr: SocketAddr, secs: u64, rounds: usize, concurrency: usize) 
         })
     };
     let breaker = BreakerState::new(
-        "bench",
+        Route::new("bench", "bench"),
         "e",
         &BreakerSettings::try_new(&args).unwrap(),
         false,
@@ -403,7 +403,7 @@ async fn layers(addr: SocketAddr, secs: u64, rounds: usize, concurrency: usize) 
             caller!(HealthClient::new(BoxCloneSyncService::new(
                 ServiceBuilder::new()
                     .layer(RetryLayer::new(
-                        "bench",
+                        Route::new("bench", "bench"),
                         RetrySettings::try_new(&args).unwrap()
                     ))
                     .service(endpoint())
@@ -413,7 +413,7 @@ async fn layers(addr: SocketAddr, secs: u64, rounds: usize, concurrency: usize) 
             "limit",
             caller!(HealthClient::new(BoxCloneSyncService::new(
                 ServiceBuilder::new()
-                    .layer(LimitLayer::new("bench", 512))
+                    .layer(LimitLayer::new(Route::new("bench", "bench"), 512))
                     .service(endpoint())
             ))),
         ),

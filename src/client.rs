@@ -54,7 +54,7 @@ use crate::resilience::deadline::{AttemptDeadline, AttemptDeadlineLayer, Deadlin
 use crate::resilience::health_watch::{self, EndpointHealth, Watched};
 use crate::resilience::limit::{Limit, LimitLayer};
 use crate::resilience::retry::{Retry, RetryLayer};
-use crate::resilience::{ResilienceArgs, Settings};
+use crate::resilience::{ResilienceArgs, Route, Settings};
 use crate::{Config, Target};
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -77,7 +77,7 @@ type ManyEndpoints = Deadline<Retry<Limit<Balanced<EndpointService>>>>;
 #[derive(Clone)]
 pub struct UpstreamChannel {
     stack: Stack,
-    upstream: &'static str,
+    route: Route,
 }
 
 #[derive(Clone)]
@@ -115,7 +115,7 @@ impl Service<Req> for UpstreamChannel {
         };
         UpstreamFuture {
             inner,
-            upstream: self.upstream,
+            route: self.route,
             start: std::time::Instant::now(),
         }
     }
@@ -127,7 +127,7 @@ pin_project! {
     pub struct UpstreamFuture {
         #[pin]
         inner: StackFuture,
-        upstream: &'static str,
+        route: Route,
         start: std::time::Instant,
     }
 }
@@ -157,26 +157,29 @@ impl Future for UpstreamFuture {
         };
         metrics::counter!(
             "stockmesh_upstream_requests_total",
-            "upstream" => *this.upstream,
+            "caller" => this.route.caller,
+            "upstream" => this.route.upstream,
             "grpc_code" => crate::metrics::code_label(code)
         )
         .increment(1);
         metrics::histogram!(
             "stockmesh_upstream_request_duration_seconds",
-            "upstream" => *this.upstream
+            "caller" => this.route.caller,
+            "upstream" => this.route.upstream
         )
         .record(this.start.elapsed().as_secs_f64());
         Poll::Ready(result)
     }
 }
 
-/// Builds the channel to `target` at the addresses configured for it.
-pub fn upstream(config: &Config, target: Target) -> crate::Result<UpstreamChannel> {
+/// Builds `caller`'s channel to `target` at the addresses configured for it.
+pub fn upstream(config: &Config, caller: Target, target: Target) -> crate::Result<UpstreamChannel> {
     ClientBuilder::new(
         target,
         config.upstream_addrs(target),
         config.resilience.clone(),
     )
+    .caller(caller.name())
     .build()
 }
 
@@ -211,15 +214,25 @@ pub struct ClientBuilder {
     target: Target,
     addrs: Vec<String>,
     settings: ResilienceArgs,
+    caller: &'static str,
 }
 
 impl ClientBuilder {
+    /// A channel to `target`; its metrics say `caller="client"` until [`Self::caller`]
+    /// names the caller.
     pub fn new(target: Target, addrs: Vec<String>, settings: ResilienceArgs) -> Self {
         Self {
             target,
             addrs,
             settings,
+            caller: "client",
         }
+    }
+
+    /// Who makes the calls: the `caller` label of the channel's metrics.
+    pub fn caller(mut self, caller: &'static str) -> Self {
+        self.caller = caller;
+        self
     }
 
     /// Validates the settings and addresses and assembles the stack. Connects lazily:
@@ -230,6 +243,10 @@ impl ClientBuilder {
         let settings = Settings::try_new(&self.settings)
             .map_err(|e| crate::Error::Config(format!("upstream {}: {e}", self.target)))?;
         let name = self.target.name();
+        let route = Route {
+            caller: self.caller,
+            upstream: name,
+        };
         let service = self.target.grpc_service();
         if self.addrs.is_empty() {
             return Err(crate::Error::Config(format!(
@@ -252,19 +269,19 @@ impl ClientBuilder {
         }
         let stack = ServiceBuilder::new()
             .layer(DeadlineLayer::new(name, settings.default_deadline))
-            .layer(RetryLayer::new(name, settings.retry.clone()))
-            .layer(LimitLayer::new(name, settings.concurrency));
+            .layer(RetryLayer::new(route, settings.retry.clone()))
+            .layer(LimitLayer::new(route, settings.concurrency));
 
         if let [Entry::Fixed(uri)] = entries.as_slice() {
             // One fixed endpoint: its breaker fails calls fast. Its health watch only
             // resets the breaker when it says SERVING (there is nowhere else to go).
             let addr = discovery::intern(uri);
             let channel = channel(addr, settings.connect_timeout);
-            let state = BreakerState::new(name, addr, &settings.breaker, false);
+            let state = BreakerState::new(route, addr, &settings.breaker, false);
             watch_health(
                 channel.clone(),
                 Watched {
-                    upstream: name,
+                    route,
                     endpoint: addr,
                     service,
                     health: Arc::new(EndpointHealth::new()),
@@ -278,24 +295,24 @@ impl ClientBuilder {
                 .service(endpoint_service(name, addr, channel));
             return Ok(UpstreamChannel {
                 stack: Stack::One(svc),
-                upstream: name,
+                route,
             });
         }
 
-        let endpoints = Endpoints::new(name, self.addrs.join(","));
+        let endpoints = Endpoints::new(route, self.addrs.join(","));
         let unreachable = endpoints.unreachable_signal();
         let connect_timeout = settings.connect_timeout;
         let breaker = settings.breaker.clone();
         let make = move |addr: &'static str| {
             let channel = channel(addr, connect_timeout);
-            let state = BreakerState::new(name, addr, &breaker, true);
+            let state = BreakerState::new(route, addr, &breaker, true);
             let health = Arc::new(EndpointHealth::new());
             let stop = CancellationToken::new();
             let signal = unreachable.clone();
             watch_health(
                 channel.clone(),
                 Watched {
-                    upstream: name,
+                    route,
                     endpoint: addr,
                     service,
                     health: health.clone(),
@@ -315,7 +332,7 @@ impl ClientBuilder {
         discovery::start(&endpoints, entries, &settings.discovery, make)?;
         Ok(UpstreamChannel {
             stack: Stack::Many(stack.service(Balanced::new(endpoints))),
-            upstream: name,
+            route,
         })
     }
 }

@@ -97,8 +97,7 @@ impl HealthHandle {
                     () = shutdown.wait() => return,
                     () = tokio::time::sleep(DB_PING_EVERY) => {}
                 }
-                pool_gauges(&db, health.service);
-                match db.ping().await {
+                match probe_pool(&db, health.service).await {
                     Ok(()) if !healthy => {
                         tracing::info!(
                             service = health.service,
@@ -132,25 +131,57 @@ pub fn ending_watches(
 }
 
 /// `stockmesh_db_pool_connections{service,state}`: connections of the service's database
-/// pool in use and idle, sampled with each health ping. (sqlx exposes no acquire-wait
-/// hook, so the time spent waiting for a connection is not measured.)
-fn pool_gauges(db: &DatabaseConnection, service: &'static str) {
+/// pool in use, idle and the pool's maximum, sampled with each health ping; and
+/// `stockmesh_db_pool_acquire_seconds{service}`: how long that ping waited for a
+/// connection. sqlx has no hook to time every acquire, so the wait is sampled: one probe
+/// every ping, which queues behind requests like any other caller when the pool is
+/// exhausted. Returns the probe's result: the ping is the database health check.
+async fn probe_pool(db: &DatabaseConnection, service: &'static str) -> Result<(), String> {
     use sea_orm::DbBackend;
-    let (size, idle) = match db.get_database_backend() {
+    let (size, idle, max, waited) = match db.get_database_backend() {
         DbBackend::Postgres => {
             let pool = db.get_postgres_connection_pool();
-            (pool.size() as f64, pool.num_idle() as f64)
+            let stats = (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            );
+            (stats.0, stats.1, stats.2, timed_ping(pool).await)
         }
         DbBackend::Sqlite => {
             let pool = db.get_sqlite_connection_pool();
-            (pool.size() as f64, pool.num_idle() as f64)
+            let stats = (
+                pool.size(),
+                pool.num_idle(),
+                pool.options().get_max_connections(),
+            );
+            (stats.0, stats.1, stats.2, timed_ping(pool).await)
         }
-        _ => return,
+        _ => return db.ping().await.map_err(|e| e.to_string()),
     };
-    metrics::gauge!("stockmesh_db_pool_connections", "service" => service, "state" => "idle")
-        .set(idle);
-    metrics::gauge!("stockmesh_db_pool_connections", "service" => service, "state" => "in_use")
-        .set((size - idle).max(0.0));
+    let gauge = |state: &'static str, v: f64| {
+        metrics::gauge!("stockmesh_db_pool_connections", "service" => service, "state" => state)
+            .set(v);
+    };
+    gauge("idle", idle as f64);
+    gauge("in_use", (size as f64 - idle as f64).max(0.0));
+    gauge("max", f64::from(max));
+    let waited = waited?;
+    metrics::histogram!("stockmesh_db_pool_acquire_seconds", "service" => service)
+        .record(waited.as_secs_f64());
+    Ok(())
+}
+
+/// Acquires a connection (timed) and pings the database on it.
+async fn timed_ping<DB: sea_orm::sqlx::Database>(
+    pool: &sea_orm::sqlx::Pool<DB>,
+) -> Result<std::time::Duration, String> {
+    use sea_orm::sqlx::Connection as _;
+    let start = std::time::Instant::now();
+    let mut conn = pool.acquire().await.map_err(|e| e.to_string())?;
+    let waited = start.elapsed();
+    conn.ping().await.map_err(|e| e.to_string())?;
+    Ok(waited)
 }
 
 /// tonic-health's service, whose Watch streams end when the server drains.

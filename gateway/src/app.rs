@@ -109,7 +109,10 @@ impl State {
         let mut owners = HashMap::new();
         let mut grpc_paths: HashSet<String> = LOCAL_METHODS.iter().map(|m| m.to_string()).collect();
         for target in Target::SERVICES {
-            upstreams.insert(target, stockmesh::client::upstream(&config, target)?);
+            upstreams.insert(
+                target,
+                stockmesh::client::upstream(&config, Target::Gateway, target)?,
+            );
             owners.insert(target.grpc_service().to_string(), target);
             if let Some(svc) = pool.get_service_by_name(target.grpc_service()) {
                 for m in svc.methods() {

@@ -46,7 +46,7 @@ pub struct Edge {
 impl Edge {
     pub fn new(config: &Config) -> stockmesh::Result<Self> {
         let verifier = Verifier::remote(stockmesh::authn::RemoteJwks::new(
-            stockmesh::client::upstream(config, Target::Auth)?,
+            stockmesh::client::upstream(config, Target::Gateway, Target::Auth)?,
         ));
         Ok(Self::with_verifier(
             verifier,

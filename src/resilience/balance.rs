@@ -181,7 +181,10 @@ where
                 Err(Some(())) => {
                     crate::telemetry::event(
                         "every endpoint ejected: call refused",
-                        &[("upstream", table.upstream().to_string())],
+                        &[
+                            ("caller", table.route().caller.to_string()),
+                            ("upstream", table.upstream().to_string()),
+                        ],
                     );
                     return BalancedFuture::failed(table.all_ejected(&endpoints));
                 }
@@ -236,7 +239,7 @@ impl<S> Attempt<S> {
         if let Some(permit) = self.permit.take() {
             permit.record(outcome);
         }
-        super::count_attempt(self.table.upstream(), self.endpoint.addr, outcome);
+        super::count_attempt(self.table.route(), self.endpoint.addr, outcome);
         result
     }
 }

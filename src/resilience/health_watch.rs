@@ -30,6 +30,7 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+use super::Route;
 use super::breaker::BreakerState;
 
 /// First wait before a failed watch is opened again.
@@ -108,7 +109,7 @@ impl EndpointHealth {
 
 /// What a watcher needs to know about the endpoint it watches.
 pub struct Watched {
-    pub upstream: &'static str,
+    pub route: Route,
     pub endpoint: &'static str,
     /// Full gRPC name of the service whose health to follow.
     pub service: &'static str,
@@ -177,7 +178,7 @@ async fn run(channel: Channel, w: &Watched) {
                 let before = w.health.set(UNCHECKED);
                 if before != UNCHECKED {
                     tracing::debug!(
-                        upstream = w.upstream,
+                        upstream = w.route.upstream,
                         endpoint = w.endpoint,
                         "endpoint has no health service: its breaker alone decides"
                     );
@@ -208,7 +209,7 @@ fn apply(w: &Watched, status: i32) {
             }
             if before == NOT_SERVING {
                 tracing::info!(
-                    upstream = w.upstream,
+                    upstream = w.route.upstream,
                     endpoint = w.endpoint,
                     "endpoint SERVING: back in rotation, breaker reset"
                 );
@@ -225,7 +226,7 @@ fn apply(w: &Watched, status: i32) {
 fn out(w: &Watched, why: &str) {
     if w.health.set(NOT_SERVING) != NOT_SERVING {
         tracing::info!(
-            upstream = w.upstream,
+            upstream = w.route.upstream,
             endpoint = w.endpoint,
             why,
             "endpoint out of rotation"
@@ -234,12 +235,13 @@ fn out(w: &Watched, why: &str) {
     }
 }
 
-/// `stockmesh_upstream_endpoint_ready{upstream,endpoint}`: 1 in rotation, 0 out; removed
+/// `stockmesh_upstream_endpoint_ready{caller,upstream,endpoint}`: 1 in rotation, 0 out; removed
 /// with the endpoint (`None`).
 fn gauge(w: &Watched, ready: Option<bool>) {
     let g = metrics::gauge!(
         "stockmesh_upstream_endpoint_ready",
-        "upstream" => w.upstream,
+        "caller" => w.route.caller,
+        "upstream" => w.route.upstream,
         "endpoint" => w.endpoint
     );
     match ready {

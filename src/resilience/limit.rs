@@ -22,21 +22,22 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::{Code, Status};
 use tower::{Layer, Service};
 
+use super::Route;
 use super::classify::Rejected;
 
 /// Limits in-flight calls to one upstream; see the module docs.
 #[derive(Debug, Clone)]
 pub struct LimitLayer {
-    upstream: &'static str,
+    route: Route,
     permits: Arc<Semaphore>,
     max: usize,
 }
 
 impl LimitLayer {
     /// `max` is validated by [`super::Settings::try_new`] (at least 1).
-    pub fn new(upstream: &'static str, max: usize) -> Self {
+    pub fn new(route: Route, max: usize) -> Self {
         Self {
-            upstream,
+            route,
             permits: Arc::new(Semaphore::new(max.clamp(1, Semaphore::MAX_PERMITS))),
             max,
         }
@@ -48,7 +49,7 @@ impl<S> Layer<S> for LimitLayer {
     fn layer(&self, inner: S) -> Self::Service {
         Limit {
             inner,
-            upstream: self.upstream,
+            route: self.route,
             permits: self.permits.clone(),
             max: self.max,
         }
@@ -59,7 +60,7 @@ impl<S> Layer<S> for LimitLayer {
 #[derive(Debug, Clone)]
 pub struct Limit<S> {
     inner: S,
-    upstream: &'static str,
+    route: Route,
     permits: Arc<Semaphore>,
     max: usize,
 }
@@ -78,13 +79,17 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
-            metrics::counter!("stockmesh_upstream_shed_total", "upstream" => self.upstream)
-                .increment(1);
+            metrics::counter!(
+                "stockmesh_upstream_shed_total",
+                "caller" => self.route.caller,
+                "upstream" => self.route.upstream
+            )
+            .increment(1);
             let status = Rejected::Shed.status(
                 Code::ResourceExhausted,
                 format!(
                     "upstream {}: {} calls already in flight, call shed",
-                    self.upstream, self.max
+                    self.route.upstream, self.max
                 ),
             );
             return LimitFuture {

@@ -41,10 +41,26 @@ mod settings;
 
 pub use args::{ResilienceArgs, SettingsError};
 
+/// Who calls which upstream: the `caller` and `upstream` labels of every client-side
+/// metric. Under `stockmesh up` several targets share one process and one `/metrics`, and
+/// both the gateway and orders call products: the upstream alone would merge them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// The calling target (`gateway`, `orders`…), or what built the channel.
+    pub caller: &'static str,
+    pub upstream: &'static str,
+}
+
+impl Route {
+    pub const fn new(caller: &'static str, upstream: &'static str) -> Self {
+        Self { caller, upstream }
+    }
+}
+
 /// Counts one attempt on one endpoint by what its result says about the endpoint:
-/// `stockmesh_upstream_attempts_total{upstream,endpoint,outcome}` (`success`, `failure`,
-/// `neutral`). A retried call is several attempts.
-pub fn count_attempt(upstream: &'static str, endpoint: &str, outcome: classify::Outcome) {
+/// `stockmesh_upstream_attempts_total{caller,upstream,endpoint,outcome}` (`success`,
+/// `failure`, `neutral`). A retried call is several attempts.
+pub fn count_attempt(route: Route, endpoint: &str, outcome: classify::Outcome) {
     let outcome = match outcome {
         classify::Outcome::Success => "success",
         classify::Outcome::Failure(_) => "failure",
@@ -52,7 +68,8 @@ pub fn count_attempt(upstream: &'static str, endpoint: &str, outcome: classify::
     };
     metrics::counter!(
         "stockmesh_upstream_attempts_total",
-        "upstream" => upstream,
+        "caller" => route.caller,
+        "upstream" => route.upstream,
         "endpoint" => endpoint.to_string(),
         "outcome" => outcome
     )

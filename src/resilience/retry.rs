@@ -40,6 +40,7 @@ use tonic::body::Body;
 use tower::retry::budget::{Budget, TpsBudget};
 use tower::{Layer, Service, ServiceExt};
 
+use super::Route;
 use super::args::{ResilienceArgs, SettingsError, check_range};
 use super::balance::Avoid;
 use super::classify::{Outcome, classify, failed_endpoint};
@@ -168,7 +169,7 @@ impl RetryBackoff {
 // === impl RetryLayer ===
 
 struct Shared {
-    upstream: &'static str,
+    route: Route,
     settings: RetrySettings,
     budget: TpsBudget,
     methods: &'static MethodTable,
@@ -183,7 +184,7 @@ pub struct RetryLayer {
 impl std::fmt::Debug for RetryLayer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RetryLayer")
-            .field("upstream", &self.shared.upstream)
+            .field("route", &self.shared.route)
             .field("settings", &self.shared.settings)
             .field("budget", &self.shared.budget)
             .finish()
@@ -192,7 +193,7 @@ impl std::fmt::Debug for RetryLayer {
 
 impl RetryLayer {
     /// One budget per layer, i.e. per upstream.
-    pub fn new(upstream: &'static str, settings: RetrySettings) -> Self {
+    pub fn new(route: Route, settings: RetrySettings) -> Self {
         let budget = TpsBudget::new(
             BUDGET_TTL,
             settings.budget_min_per_sec,
@@ -200,7 +201,7 @@ impl RetryLayer {
         );
         Self {
             shared: Arc::new(Shared {
-                upstream,
+                route,
                 settings,
                 budget,
                 methods: MethodTable::global(),
@@ -241,7 +242,7 @@ pub struct Retry<S> {
 impl<S> std::fmt::Debug for Retry<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Retry")
-            .field("upstream", &self.ctx.shared.upstream)
+            .field("route", &self.ctx.shared.route)
             .finish()
     }
 }
@@ -366,10 +367,11 @@ impl<S> Attempts<S> {
         if !shared.budget.withdraw() {
             metrics::counter!(
                 "stockmesh_upstream_retry_budget_exhausted_total",
-                "upstream" => shared.upstream
+                "caller" => shared.route.caller,
+                "upstream" => shared.route.upstream
             )
             .increment(1);
-            tracing::debug!(upstream = shared.upstream, "retry budget exhausted");
+            tracing::debug!(upstream = shared.route.upstream, "retry budget exhausted");
             return None;
         }
         if let Some(endpoint) = failed_endpoint(result)
@@ -378,7 +380,7 @@ impl<S> Attempts<S> {
             self.avoid.push(endpoint);
         }
         tracing::debug!(
-            upstream = shared.upstream,
+            upstream = shared.route.upstream,
             path = self.head.uri.path(),
             attempt = self.attempt + 1,
             ?failure,
@@ -400,7 +402,8 @@ where
         attempts.attempt += 1;
         metrics::counter!(
             "stockmesh_upstream_retries_total",
-            "upstream" => attempts.ctx.shared.upstream
+            "caller" => attempts.ctx.shared.route.caller,
+            "upstream" => attempts.ctx.shared.route.upstream
         )
         .increment(1);
         let mut svc = attempts.ctx.spare.clone();

@@ -239,7 +239,7 @@ async fn service_processes_export_golden_signals_and_breaker_state() {
         state = value(
             &scrape(admin(Target::Inventory)).await,
             "stockmesh_upstream_breaker_state",
-            &[("upstream", "products")],
+            &[("caller", "inventory"), ("upstream", "products")],
         );
         if state == Some(2.0) {
             break;
@@ -255,7 +255,11 @@ async fn service_processes_export_golden_signals_and_breaker_state() {
         value(
             &samples,
             "stockmesh_upstream_breaker_transitions_total",
-            &[("upstream", "products"), ("to", "open")]
+            &[
+                ("caller", "inventory"),
+                ("upstream", "products"),
+                ("to", "open")
+            ]
         )
         .is_some_and(|v| v >= 1.0)
     );
@@ -272,7 +276,11 @@ async fn service_processes_export_golden_signals_and_breaker_state() {
         value(
             &samples,
             "stockmesh_upstream_requests_total",
-            &[("upstream", "products"), ("grpc_code", "Unavailable")]
+            &[
+                ("caller", "inventory"),
+                ("upstream", "products"),
+                ("grpc_code", "Unavailable")
+            ]
         )
         .is_some_and(|v| v >= 1.0)
     );
@@ -292,4 +300,144 @@ async fn service_processes_export_golden_signals_and_breaker_state() {
         )
         .is_some_and(|v| v >= 1.0)
     );
+}
+
+/// Under `stockmesh up` every target shares the gateway's `/metrics`: server series are
+/// told apart by `grpc_service`, client series by `caller` (the gateway and orders both
+/// call products).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_up_the_gateway_metrics_hold_every_target_labelled_by_caller() {
+    let mut mesh = Mesh::new(Backend::Sqlite).await;
+    mesh.start_up().await;
+    let gateway = mesh.addr(Target::Gateway);
+    let token = AuthServiceClient::new(channel(mesh.addr(Target::Auth)).await)
+        .login(LoginRequest {
+            email: TestMesh::ADMIN_EMAIL.into(),
+            password: TestMesh::ADMIN_PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    // The gateway reads a product (gateway → products) and takes an order for a
+    // product that does not exist (gateway → orders → auth, products).
+    for _ in 0..3 {
+        let (status, body) =
+            super::traces::rest(gateway, "GET", "/v1/products/missing", &token, "").await;
+        assert_eq!(status, 404, "{body}");
+    }
+    let (status, body) = super::traces::rest(
+        gateway,
+        "POST",
+        "/v1/orders",
+        &token,
+        r#"{"requestId":"up-metrics-1","items":[{"productId":"missing","quantity":1}]}"#,
+    )
+    .await;
+    assert!((400..500).contains(&status), "{status} {body}");
+
+    let samples = scrape(gateway).await;
+    let calls = |caller: &str, upstream: &str| {
+        samples
+            .iter()
+            .filter(|s| {
+                s.metric == "stockmesh_upstream_requests_total"
+                    && s.labels.get("caller") == Some(caller)
+                    && s.labels.get("upstream") == Some(upstream)
+            })
+            .map(|s| match s.value {
+                Value::Counter(v) | Value::Untyped(v) => v,
+                _ => 0.0,
+            })
+            .sum::<f64>()
+    };
+    assert_eq!(
+        value(
+            &samples,
+            "stockmesh_upstream_requests_total",
+            &[
+                ("caller", "gateway"),
+                ("upstream", "products"),
+                ("grpc_code", "NotFound")
+            ]
+        ),
+        Some(3.0),
+        "the gateway's three reads of products"
+    );
+    assert_eq!(
+        calls("gateway", "orders"),
+        1.0,
+        "one order through the gateway"
+    );
+    assert!(
+        calls("orders", "products") >= 1.0,
+        "orders priced the order"
+    );
+    assert!(
+        calls("orders", "auth") >= 1.0,
+        "orders fetched its service token"
+    );
+    // Server side of the same calls, in the same scrape.
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", PRODUCTS),
+                ("grpc_method", "GetProduct"),
+                ("grpc_code", "NotFound")
+            ]
+        ),
+        Some(3.0)
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "grpc_server_handled_total",
+            &[
+                ("grpc_service", "stockmesh.orders.v1.OrderService"),
+                ("grpc_method", "CreateOrder")
+            ]
+        ),
+        Some(1.0)
+    );
+
+    // Every service's pool, with the sampled time its health ping waited for a
+    // connection (one probe every 2 s).
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let samples = scrape(gateway).await;
+        let pools: HashMap<String, (f64, f64)> = samples
+            .iter()
+            .filter(|s| {
+                s.metric == "stockmesh_db_pool_connections" && s.labels.get("state") == Some("max")
+            })
+            .filter_map(|s| {
+                let service = s.labels.get("service")?.to_string();
+                let max = value(
+                    &samples,
+                    &s.metric,
+                    &[("service", &service), ("state", "max")],
+                )?;
+                let probes = value(
+                    &samples,
+                    "stockmesh_db_pool_acquire_seconds",
+                    &[("service", &service)],
+                )?;
+                Some((service, (probes, max)))
+            })
+            .collect();
+        if pools.len() == 4
+            && pools
+                .values()
+                .all(|(count, max)| *count >= 1.0 && *max >= 1.0)
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < give_up,
+            "acquire-wait histograms and pool sizes of four services: {pools:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -169,6 +169,42 @@ impl Mesh {
         self.children.push((target, child));
     }
 
+    /// Starts `stockmesh up` (every target in one process, on the same ports and
+    /// databases) and waits until the gateway and every service say SERVING.
+    pub(super) async fn start_up(&mut self) {
+        let log = log_file(&self.dir, Target::Gateway);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stockmesh-drill"))
+            .arg("up")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log.try_clone().unwrap()))
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let give_up = Instant::now() + Duration::from_secs(60);
+        for target in Target::ALL {
+            while let Err(e) = stockmesh::health::wait_serving(
+                self.addr(target),
+                target.grpc_service(),
+                Duration::from_secs(60),
+            )
+            .await
+            {
+                if let Ok(Some(status)) = child.try_wait() {
+                    panic!("up exited ({status}): {e}\n{}", self.logs(Target::Gateway));
+                }
+                assert!(
+                    Instant::now() < give_up,
+                    "up: {target} did not start: {e}\n{}",
+                    self.logs(Target::Gateway)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        self.children.push((Target::Gateway, child));
+    }
+
     /// SIGKILL: no graceful shutdown, no drain, connections reset.
     pub(super) async fn kill(&mut self, target: Target) {
         let i = self

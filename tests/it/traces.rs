@@ -145,7 +145,7 @@ fn attr(span: &Span, key: &str) -> Option<String> {
 const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 
-async fn rest(
+pub(super) async fn rest(
     gateway: SocketAddr,
     method: &str,
     path: &str,

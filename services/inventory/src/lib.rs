@@ -57,9 +57,14 @@ pub async fn serve(
     let target = Target::Inventory;
     let (server, health) = GrpcServer::new(target.grpc_service()).await;
     let db = stockmesh::db::connect_and_migrate::<Migrator>(&config.database_url(target)).await?;
-    let verifier = Verifier::remote(RemoteJwks::new(client::upstream(&config, Target::Auth)?));
+    let verifier = Verifier::remote(RemoteJwks::new(client::upstream(
+        &config,
+        Target::Inventory,
+        Target::Auth,
+    )?));
     let catalog = Arc::new(catalog::Catalog::new(client::upstream(
         &config,
+        Target::Inventory,
         Target::Products,
     )?));
     let api = api::InventoryApi::new(

@@ -85,7 +85,7 @@ pub async fn serve(
     )
     .await?;
 
-    let auth = client::upstream(&config, Target::Auth)?;
+    let auth = client::upstream(&config, Target::Orders, Target::Auth)?;
     let verifier = Verifier::remote(RemoteJwks::new(auth.clone()));
     let identity = Arc::new(ServiceIdentity::new(
         Target::Orders,
@@ -94,8 +94,8 @@ pub async fn serve(
     ));
     let upstreams = upstream::Upstreams::new(
         identity,
-        client::upstream(&config, Target::Products)?,
-        client::upstream(&config, Target::Inventory)?,
+        client::upstream(&config, Target::Orders, Target::Products)?,
+        client::upstream(&config, Target::Orders, Target::Inventory)?,
     );
     let orders = orders::Orders::new(
         db.clone(),

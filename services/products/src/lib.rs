@@ -49,6 +49,7 @@ pub async fn serve(
     // still starting (or down: anonymous reads keep working).
     let verifier = Verifier::remote(RemoteJwks::new(stockmesh::client::upstream(
         &config,
+        Target::Products,
         Target::Auth,
     )?));
     let ready: api::Ready = Arc::new(OnceLock::new());

@@ -10,6 +10,7 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::{Code, Status};
 
+use crate::resilience::Route;
 use crate::resilience::breaker::BreakerState;
 use crate::resilience::classify::Rejected;
 use crate::resilience::health_watch::EndpointHealth;
@@ -125,7 +126,7 @@ impl<S> std::fmt::Debug for Endpoint<S> {
 /// The endpoint set of one upstream, shared by every clone of its [`Balanced`] and by
 /// discovery, which replaces it.
 pub struct Endpoints<S> {
-    upstream: &'static str,
+    route: Route,
     /// What the endpoints come from (addresses or `dns:///` names), for messages.
     pub(super) source: String,
     pub(super) list: RwLock<Arc<[Arc<Endpoint<S>>]>>,
@@ -143,9 +144,9 @@ impl<S> Drop for Endpoints<S> {
 }
 
 impl<S> Endpoints<S> {
-    pub fn new(upstream: &'static str, source: String) -> Arc<Self> {
+    pub fn new(route: Route, source: String) -> Arc<Self> {
         Arc::new(Self {
-            upstream,
+            route,
             source,
             list: RwLock::new(Arc::from(Vec::new())),
             known: CancellationToken::new(),
@@ -154,7 +155,11 @@ impl<S> Endpoints<S> {
     }
 
     pub fn upstream(&self) -> &'static str {
-        self.upstream
+        self.route.upstream
+    }
+
+    pub fn route(&self) -> Route {
+        self.route
     }
 
     /// The current endpoints.
@@ -224,7 +229,7 @@ impl<S> Endpoints<S> {
             Code::Unavailable,
             format!(
                 "upstream {} unavailable: circuit breaker open for every endpoint ({})",
-                self.upstream,
+                self.route.upstream,
                 names.join(", ")
             ),
         )
@@ -235,7 +240,7 @@ impl<S> Endpoints<S> {
             Code::Unavailable,
             format!(
                 "upstream {} unavailable: no endpoint found for {}",
-                self.upstream, self.source
+                self.route.upstream, self.source
             ),
         )
     }

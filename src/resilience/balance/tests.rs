@@ -1,6 +1,7 @@
 //! Unit tests of endpoint choice and of the endpoint set.
 
 use super::*;
+use crate::resilience::Route;
 use crate::resilience::breaker::BreakerSettings;
 use crate::resilience::breaker::BreakerState;
 use crate::resilience::classify::Failure;
@@ -23,7 +24,7 @@ fn endpoint(addr: &'static str) -> Arc<Endpoint<()>> {
     Arc::new(Endpoint::new(
         addr,
         (),
-        BreakerState::new("t", addr, &settings(), true),
+        BreakerState::new(Route::new("test", "t"), addr, &settings(), true),
         Arc::new(EndpointHealth::new()),
         CancellationToken::new(),
     ))
@@ -103,12 +104,12 @@ fn the_less_loaded_of_two_wins() {
 
 #[test]
 fn the_set_keeps_known_endpoints_and_stops_removed_ones() {
-    let table: Arc<Endpoints<()>> = Endpoints::new("t", "dns:///x:1".into());
+    let table: Arc<Endpoints<()>> = Endpoints::new(Route::new("test", "t"), "dns:///x:1".into());
     let make = |addr: &'static str| {
         Endpoint::new(
             addr,
             (),
-            BreakerState::new("t", addr, &settings(), true),
+            BreakerState::new(Route::new("test", "t"), addr, &settings(), true),
             Arc::new(EndpointHealth::new()),
             CancellationToken::new(),
         )

@@ -115,7 +115,7 @@ where
         if let Some(permit) = this.permit.take() {
             let outcome = classify(&res);
             crate::resilience::count_attempt(
-                permit.state().upstream(),
+                permit.state().route(),
                 permit.state().endpoint(),
                 outcome,
             );

@@ -36,6 +36,7 @@ use failsafe::{FailurePolicy, Instrument, StateMachine};
 use futures::task::AtomicWaker;
 use tonic::{Code, Status};
 
+use super::Route;
 use super::classify::{Failure, Outcome, Rejected};
 
 mod layer;
@@ -62,7 +63,7 @@ pub enum BreakerStatus {
 }
 
 struct Shared {
-    upstream: &'static str,
+    route: Route,
     endpoint: Arc<str>,
     state: AtomicU8,
     /// Bumped on every transition; results of calls admitted in an older epoch are stale.
@@ -105,13 +106,15 @@ impl Shared {
             };
             metrics::gauge!(
                 "stockmesh_upstream_breaker_state",
-                "upstream" => self.upstream,
+                "caller" => self.route.caller,
+                "upstream" => self.route.upstream,
                 "endpoint" => self.endpoint.to_string()
             )
             .set(f64::from(to));
             metrics::counter!(
                 "stockmesh_upstream_breaker_transitions_total",
-                "upstream" => self.upstream,
+                "caller" => self.route.caller,
+                "upstream" => self.route.upstream,
                 "endpoint" => self.endpoint.to_string(),
                 "to" => name
             )
@@ -134,7 +137,7 @@ impl Instrument for Tracker {
             Some(Instant::now() + open_for);
         s.transition(OPEN);
         tracing::warn!(
-            upstream = s.upstream,
+            upstream = s.route.upstream,
             endpoint = %s.endpoint,
             open_for_ms = open_for.as_millis() as u64,
             "circuit breaker opened: calls fail fast until a probe succeeds"
@@ -145,7 +148,7 @@ impl Instrument for Tracker {
         let s = &self.0;
         s.transition(HALF_OPEN);
         tracing::warn!(
-            upstream = s.upstream,
+            upstream = s.route.upstream,
             endpoint = %s.endpoint,
             "circuit breaker half-open: admitting one probe"
         );
@@ -156,7 +159,7 @@ impl Instrument for Tracker {
         *s.open_until.lock().unwrap_or_else(PoisonError::into_inner) = None;
         if s.transition(CLOSED) != CLOSED {
             tracing::warn!(
-                upstream = s.upstream,
+                upstream = s.route.upstream,
                 endpoint = %s.endpoint,
                 "circuit breaker closed: probe succeeded, traffic flows again"
             );
@@ -237,7 +240,7 @@ pub struct BreakerState {
 impl std::fmt::Debug for BreakerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BreakerState")
-            .field("upstream", &self.shared.upstream)
+            .field("route", &self.shared.route)
             .field("endpoint", &self.shared.endpoint)
             .field("status", &self.shared.status())
             .finish()
@@ -246,13 +249,13 @@ impl std::fmt::Debug for BreakerState {
 
 impl BreakerState {
     pub fn new(
-        upstream: &'static str,
+        route: Route,
         endpoint: impl Into<Arc<str>>,
         settings: &BreakerSettings,
         open_on_connect_error: bool,
     ) -> Arc<Self> {
         let shared = Arc::new(Shared {
-            upstream,
+            route,
             endpoint: endpoint.into(),
             state: AtomicU8::new(CLOSED),
             epoch: AtomicU64::new(0),
@@ -279,7 +282,8 @@ impl BreakerState {
             .build();
         metrics::gauge!(
             "stockmesh_upstream_breaker_state",
-            "upstream" => upstream,
+            "caller" => route.caller,
+            "upstream" => route.upstream,
             "endpoint" => shared.endpoint.to_string()
         )
         .set(f64::from(CLOSED));
@@ -294,8 +298,8 @@ impl BreakerState {
         self.core.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn upstream(&self) -> &'static str {
-        self.shared.upstream
+    pub fn route(&self) -> Route {
+        self.shared.route
     }
 
     pub fn endpoint(&self) -> &str {
@@ -353,7 +357,8 @@ impl BreakerState {
     fn count_rejected(&self) {
         metrics::counter!(
             "stockmesh_upstream_breaker_rejected_total",
-            "upstream" => self.shared.upstream
+            "caller" => self.shared.route.caller,
+            "upstream" => self.shared.route.upstream
         )
         .increment(1);
     }
@@ -405,7 +410,7 @@ impl BreakerState {
             Code::Unavailable,
             format!(
                 "upstream {} unavailable: circuit breaker open for {}",
-                self.shared.upstream, self.shared.endpoint
+                self.shared.route.upstream, self.shared.endpoint
             ),
         )
     }

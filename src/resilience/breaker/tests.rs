@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::resilience::ResilienceArgs;
+use crate::resilience::Route;
 use proptest::prelude::*;
 
 fn settings(failures: u32, open_ms: u64) -> BreakerSettings {
@@ -24,7 +25,7 @@ fn fail(state: &Arc<BreakerState>) {
 
 #[test]
 fn opens_after_consecutive_failures_only() {
-    let state = BreakerState::new("test", "e", &settings(3, 60_000), false);
+    let state = BreakerState::new(Route::new("test", "test"), "e", &settings(3, 60_000), false);
     fail(&state);
     fail(&state);
     state.try_acquire().unwrap().record(Outcome::Success);
@@ -39,7 +40,7 @@ fn opens_after_consecutive_failures_only() {
 
 #[test]
 fn reset_closes_an_open_breaker_at_once() {
-    let state = BreakerState::new("test", "e", &settings(1, 60_000), false);
+    let state = BreakerState::new(Route::new("test", "test"), "e", &settings(1, 60_000), false);
     let stale = state.try_acquire().unwrap();
     fail(&state);
     assert_eq!(state.status(), BreakerStatus::Open);
@@ -57,7 +58,7 @@ fn reset_closes_an_open_breaker_at_once() {
 
 #[test]
 fn business_and_neutral_outcomes_never_open() {
-    let state = BreakerState::new("test", "e", &settings(2, 60_000), false);
+    let state = BreakerState::new(Route::new("test", "test"), "e", &settings(2, 60_000), false);
     for _ in 0..100 {
         state.try_acquire().unwrap().record(Outcome::Success);
         state.try_acquire().unwrap().record(Outcome::Neutral);
@@ -67,7 +68,7 @@ fn business_and_neutral_outcomes_never_open() {
 
 #[test]
 fn half_open_admits_one_probe_then_closes() {
-    let state = BreakerState::new("test", "e", &settings(1, 1), false);
+    let state = BreakerState::new(Route::new("test", "test"), "e", &settings(1, 1), false);
     fail(&state);
     assert_eq!(state.status(), BreakerStatus::Open);
     std::thread::sleep(Duration::from_millis(5));
@@ -84,7 +85,7 @@ fn half_open_admits_one_probe_then_closes() {
 
 #[test]
 fn a_cancelled_probe_frees_the_slot() {
-    let state = BreakerState::new("test", "e", &settings(1, 1), false);
+    let state = BreakerState::new(Route::new("test", "test"), "e", &settings(1, 1), false);
     fail(&state);
     std::thread::sleep(Duration::from_millis(5));
     drop(state.try_acquire().unwrap());
@@ -94,7 +95,7 @@ fn a_cancelled_probe_frees_the_slot() {
 
 #[test]
 fn stale_results_are_ignored() {
-    let state = BreakerState::new("test", "e", &settings(1, 1), false);
+    let state = BreakerState::new(Route::new("test", "test"), "e", &settings(1, 1), false);
     let early = state.try_acquire().unwrap();
     fail(&state);
     std::thread::sleep(Duration::from_millis(5));
@@ -108,7 +109,7 @@ fn stale_results_are_ignored() {
 
 #[test]
 fn failed_probes_lengthen_the_open_period() {
-    let state = BreakerState::new("test", "e", &settings(1, 20), false);
+    let state = BreakerState::new(Route::new("test", "test"), "e", &settings(1, 20), false);
     fail(&state);
     let first = state.retry_at().unwrap();
     std::thread::sleep(Duration::from_millis(25));
@@ -123,14 +124,14 @@ fn failed_probes_lengthen_the_open_period() {
 
 #[test]
 fn connect_errors_open_at_once_when_asked() {
-    let state = BreakerState::new("test", "e", &settings(5, 60_000), true);
+    let state = BreakerState::new(Route::new("test", "test"), "e", &settings(5, 60_000), true);
     state
         .try_acquire()
         .unwrap()
         .record(Outcome::Failure(Failure::Connect));
     assert_eq!(state.status(), BreakerStatus::Open);
 
-    let state = BreakerState::new("test", "e", &settings(5, 60_000), false);
+    let state = BreakerState::new(Route::new("test", "test"), "e", &settings(5, 60_000), false);
     state
         .try_acquire()
         .unwrap()
@@ -188,7 +189,7 @@ fn a_low_success_rate_opens_without_consecutive_failures() {
             window: Duration::from_secs(10),
             ..settings(1_000, 60_000)
         };
-        let state = BreakerState::new("test", "e", &settings, false);
+        let state = BreakerState::new(Route::new("test", "test"), "e", &settings, false);
         // Two in three calls fail: never a run of 1,000, but a success rate far under 50 %.
         let mut opened_at = None;
         for i in 0..300 {
@@ -221,7 +222,7 @@ fn a_healthy_success_rate_stays_closed() {
             window: Duration::from_secs(10),
             ..settings(1_000, 60_000)
         };
-        let state = BreakerState::new("test", "e", &settings, false);
+        let state = BreakerState::new(Route::new("test", "test"), "e", &settings, false);
         // One in three fails: 67 % success, above the 50 % floor. (failsafe seeds its
         // moving average with the first call's result, so the run starts with a success.)
         for i in 0..300 {
