@@ -188,14 +188,15 @@ pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
     });
 }
 
-/// The current trace id (for the access log), when tracing is on.
-pub fn current_trace_id() -> Option<String> {
+/// The current span's trace id and span id (for the access log), when tracing is on.
+pub fn current_ids() -> Option<(String, String)> {
     if !enabled() {
         return None;
     }
     let cx = tracing::Span::current().context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
+    sc.is_valid()
+        .then(|| (sc.trace_id().to_string(), sc.span_id().to_string()))
 }
 
 struct HeaderCarrier<'a>(&'a http::HeaderMap);

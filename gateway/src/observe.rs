@@ -122,9 +122,9 @@ where
             stockmesh::telemetry::continue_from(&span, req.headers());
             span
         });
-        let trace_id = span.as_ref().and_then(|s| {
+        let trace_ids = span.as_ref().and_then(|s| {
             let _entered = s.enter();
-            stockmesh::telemetry::current_trace_id()
+            stockmesh::telemetry::current_ids()
         });
         let fut = match &span {
             Some(span) => span.in_scope(|| self.inner.call(req)),
@@ -154,7 +154,7 @@ where
                 http_status: resp.status().as_u16(),
                 grpc_status: slot,
                 request_id,
-                trace_id,
+                trace_ids,
             };
             Ok(resp.map(|body| {
                 Body::new(Observed {
@@ -185,8 +185,9 @@ struct Record {
     http_status: u16,
     grpc_status: StatusSlot,
     request_id: HeaderValue,
-    /// The request's trace, when tracing is on (joins the log line to the trace).
-    trace_id: Option<String>,
+    /// The request's trace and server span ids, when tracing is on (join the log line to
+    /// the trace).
+    trace_ids: Option<(String, String)>,
 }
 
 impl Drop for Record {
@@ -206,7 +207,8 @@ impl Drop for Record {
             status = %status,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
             request_id = %String::from_utf8_lossy(self.request_id.as_bytes()),
-            trace_id = self.trace_id.as_deref().unwrap_or(""),
+            trace_id = self.trace_ids.as_ref().map_or("", |(t, _)| t.as_str()),
+            span_id = self.trace_ids.as_ref().map_or("", |(_, s)| s.as_str()),
             "request"
         );
         let labels = [

@@ -216,7 +216,8 @@ impl Mesh {
         child.kill().await.unwrap();
     }
 
-    fn logs(&self, target: Target) -> String {
+    /// What `target`'s process wrote to stdout and stderr so far.
+    pub(super) fn logs(&self, target: Target) -> String {
         std::fs::read_to_string(self.dir.join(format!("{}.log", target.name()))).unwrap_or_default()
     }
 }

@@ -176,6 +176,8 @@ async fn one_create_order_is_one_trace_across_the_mesh_and_retries_are_spans() {
     );
     mesh.set_env("OTEL_BSP_SCHEDULE_DELAY", "100".into());
     mesh.set_env("OTEL_TRACES_SAMPLER", "always_on".into());
+    mesh.set_env("STOCKMESH_LOG_FORMAT", "json".into());
+    mesh.set_env("RUST_LOG", "warn,stockmesh_gateway::access=info".into());
     for target in Target::ALL {
         mesh.start(target).await;
     }
@@ -307,6 +309,22 @@ async fn one_create_order_is_one_trace_across_the_mesh_and_retries_are_spans() {
         })
         .await;
     assert!(!trace.is_empty());
+    // The gateway's JSON access log line for that request carries its trace and span ids.
+    let trace_hex = hex(&trace);
+    let logs = mesh.logs(Target::Gateway);
+    let access: serde_json::Value = logs
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["route"] == "POST /v1/orders")
+        .unwrap_or_else(|| panic!("no JSON access log line for POST /v1/orders:\n{logs}"));
+    assert_eq!(access["trace_id"], trace_hex.as_str(), "{access}");
+    let root = spans
+        .iter()
+        .find(|(svc, s)| {
+            svc == "stockmesh-gateway" && s.kind == SERVER && s.parent_span_id.is_empty()
+        })
+        .map(|(_, s)| hex(&s.span_id));
+    assert_eq!(access["span_id"].as_str(), root.as_deref(), "{access}");
     // Every server span in a service is the child of an attempt (client) span of its
     // caller: gateway → orders, orders → products and inventory.
     let child_of = |server_svc: &str, method: &str, caller: &str| {
