@@ -78,6 +78,14 @@ type ManyEndpoints = Deadline<Retry<Limit<Balanced<EndpointService>>>>;
 pub struct UpstreamChannel {
     stack: Stack,
     route: Route,
+    gate: Gate,
+}
+
+/// What refuses calls at once: the single endpoint's breaker, or every endpoint's.
+#[derive(Clone)]
+enum Gate {
+    One(Arc<BreakerState>),
+    Many(Arc<Endpoints<EndpointService>>),
 }
 
 #[derive(Clone)]
@@ -169,6 +177,19 @@ impl Future for UpstreamFuture {
         )
         .record(this.start.elapsed().as_secs_f64());
         Poll::Ready(result)
+    }
+}
+
+impl UpstreamChannel {
+    /// The status a call made now would be refused with at once (UNAVAILABLE: the
+    /// breaker is open, or every endpoint's is), without making one; `None` when a call
+    /// would go out. For a caller about to take a step it would have to undo if the
+    /// call then failed: orders checks inventory before writing an order's intent.
+    pub fn refusal(&self) -> Option<tonic::Status> {
+        match &self.gate {
+            Gate::One(breaker) => breaker.is_refusing().then(|| breaker.rejection()),
+            Gate::Many(endpoints) => endpoints.refusal(),
+        }
     }
 }
 
@@ -290,12 +311,14 @@ impl ClientBuilder {
                 },
                 CancellationToken::new(),
             );
+            let gate = Gate::One(state.clone());
             let svc = stack
                 .layer(BreakerLayer::new(state))
                 .service(endpoint_service(name, addr, channel));
             return Ok(UpstreamChannel {
                 stack: Stack::One(svc),
                 route,
+                gate,
             });
         }
 
@@ -331,6 +354,7 @@ impl ClientBuilder {
         };
         discovery::start(&endpoints, entries, &settings.discovery, make)?;
         Ok(UpstreamChannel {
+            gate: Gate::Many(endpoints.clone()),
             stack: Stack::Many(stack.service(Balanced::new(endpoints))),
             route,
         })

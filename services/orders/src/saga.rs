@@ -4,20 +4,23 @@
 //! 2. Idempotency: an order with this (customer, request id) already exists → return it,
 //!    after waiting for it if its saga is still running (a concurrent replay). Replays
 //!    are never refused by the open-order cap.
-//! 3. The customer's open orders (see [`store::OPEN`]) are below the cap, else
+//! 3. Fail fast: when inventory's circuit breaker (every endpoint's) is open, UNAVAILABLE
+//!    at once, before any write: the intent would only be rolled back. (An open products
+//!    breaker fails step 5, also before any write.)
+//! 4. The customer's open orders (see [`store::OPEN`]) are below the cap, else
 //!    RESOURCE_EXHAUSTED (a cheap early check, before any upstream call).
-//! 4. BatchGetProducts for the name and price snapshot (one currency for all lines).
-//! 5. Insert the order *intent* (status CREATING, lines with their deterministic
+//! 5. BatchGetProducts for the name and price snapshot (one currency for all lines).
+//! 6. Insert the order *intent* (status CREATING, lines with their deterministic
 //!    reservation ids `<order id>-<line>`), in a transaction that counts the customer's
 //!    open orders again and writes nothing if the cap would be exceeded (the tight check;
 //!    see [`store::insert`]). The unique index on (customer, request id) arbitrates
 //!    concurrent calls: the loser goes back to step 2.
-//! 6. Reserve each line, as the orders service, with the delivery point and preferred
+//! 7. Reserve each line, as the orders service, with the delivery point and preferred
 //!    warehouse. Only an answer with status RESERVED counts: inventory answers a Reserve
 //!    whose id was already released (a late Reserve landing after the compensating
 //!    Release, which inventory records as a tombstone) with that RELEASED reservation,
 //!    and such a line fails the saga with ABORTED like any other failed line.
-//! 7. CREATING → PENDING with each line's warehouse.
+//! 8. CREATING → PENDING with each line's warehouse.
 //!
 //! On failure the saga claims the intent (CREATING → ABORTING), releases every line it
 //! tried (including the one whose outcome is unknown: Release is idempotent and a
@@ -204,6 +207,10 @@ impl Orders {
                     None => continue,
                 }
             }
+            // Fail fast: with inventory's breaker open, Reserve would be refused, and the
+            // intent written below would only be rolled back again (more writes, and
+            // milliseconds instead of microseconds). Replays above are still answered.
+            self.upstreams.inventory_accepts_calls()?;
             let open = store::open_orders(&self.db, &new.customer_id).await?;
             if open >= max_open {
                 return Err(too_many_open_orders(&new.customer_id, open, max_open));
@@ -329,7 +336,7 @@ impl Orders {
         })
     }
 
-    /// Steps 5 and 6 for an inserted intent.
+    /// Steps 7 and 8 for an inserted intent.
     async fn reserve_all(&self, intent: OrderRecord, new: &NewOrder) -> Result<OrderRecord> {
         let id = intent.order.id.as_str();
         // Often enough that the reconciler never mistakes a live saga for a dead one.

@@ -38,6 +38,8 @@ pub struct Upstreams {
     identity: Arc<ServiceIdentity>,
     products: ProductServiceClient<UpstreamChannel>,
     inventory: InventoryServiceClient<UpstreamChannel>,
+    /// The channel under `inventory`, asked whether it refuses calls right now.
+    inventory_gate: UpstreamChannel,
 }
 
 /// What a line's reservation asks inventory for.
@@ -60,6 +62,7 @@ impl Upstreams {
         Self {
             identity,
             products: ProductServiceClient::new(products),
+            inventory_gate: inventory.clone(),
             inventory: InventoryServiceClient::new(inventory),
         }
     }
@@ -69,6 +72,15 @@ impl Upstreams {
             .request(msg)
             .await
             .map_err(|s| Error::upstream("auth", s))
+    }
+
+    /// Fails (UNAVAILABLE, as a call would) when a Reserve sent now would be refused at
+    /// once by inventory's open circuit breaker; costs no call.
+    pub fn inventory_accepts_calls(&self) -> Result<()> {
+        match self.inventory_gate.refusal() {
+            Some(status) => Err(Error::upstream("inventory", status)),
+            None => Ok(()),
+        }
     }
 
     /// The products with these ids (each id once); NOT_FOUND names missing ones.

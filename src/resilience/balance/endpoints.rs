@@ -223,6 +223,20 @@ impl<S> Endpoints<S> {
         self.unreachable.clone()
     }
 
+    /// The status a call made now would be refused with at once, without making one:
+    /// every known endpoint's breaker is refusing. `None` when some endpoint would take
+    /// the call, and before discovery's first answer (a call then waits for it).
+    pub fn refusal(&self) -> Option<Status> {
+        let endpoints = self.snapshot();
+        if endpoints.is_empty() {
+            return self.known.is_cancelled().then(|| self.none_known());
+        }
+        endpoints
+            .iter()
+            .all(|e| e.breaker.is_refusing())
+            .then(|| self.all_ejected(&endpoints))
+    }
+
     pub(super) fn all_ejected(&self, endpoints: &[Arc<Endpoint<S>>]) -> Status {
         let names: Vec<&str> = endpoints.iter().map(|e| e.addr).collect();
         Rejected::AllEjected.status(

@@ -37,6 +37,7 @@ use lifecycle::{
     concurrent_complete_and_cancel_have_one_winner, customers_cannot_cancel_other_peoples_orders,
 };
 use recovery::{
+    an_open_inventory_breaker_fails_orders_before_any_write,
     interrupted_orders_are_finished_by_the_reconciler,
     inventory_down_mid_saga_fails_unavailable_and_converges,
 };
@@ -61,6 +62,7 @@ stockmesh::db_tests!(
     replays_return_the_same_order_and_reserve_once,
     a_short_line_rolls_back_the_lines_before_it,
     inventory_down_mid_saga_fails_unavailable_and_converges,
+    an_open_inventory_breaker_fails_orders_before_any_write,
     interrupted_orders_are_finished_by_the_reconciler,
     complete_commits_and_cancel_releases_idempotently,
     customers_cannot_cancel_other_peoples_orders,

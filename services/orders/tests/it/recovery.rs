@@ -250,3 +250,85 @@ pub async fn interrupted_orders_are_finished_by_the_reconciler(backend: Backend)
     );
     env.assert_books_balance().await;
 }
+
+/// With inventory's circuit breaker open, CreateOrder fails UNAVAILABLE before the saga's
+/// first write: no intent is inserted (nothing to roll back, nothing for the reconciler),
+/// while replays of existing orders are still answered.
+pub async fn an_open_inventory_breaker_fails_orders_before_any_write(backend: Backend) {
+    let mut env = Env::start_with(backend, |c| {
+        c.resilience.breaker_failures = 1;
+        c.resilience.breaker_open_ms = 60_000;
+        c.resilience.breaker_max_open_ms = 60_000;
+    })
+    .await;
+    let widget = env.product("widget", 100, "USD").await;
+    let w = env.warehouse("w", 0.0, 0.0).await;
+    env.restock(&widget, &w, 10).await;
+    let before = env
+        .create(&env.customer.token, "before", &[(&widget, 1)])
+        .await
+        .unwrap();
+
+    env.stop_inventory().await;
+    // Orders placed while inventory is down trip its breaker.
+    let mut tripped = false;
+    for i in 0..10 {
+        let err = env
+            .create(&env.customer.token, &format!("trip-{i}"), &[(&widget, 1)])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        if err.message().contains("circuit breaker open") {
+            tripped = true;
+            break;
+        }
+    }
+    assert!(tripped, "inventory's breaker never opened");
+
+    let db = stockmesh::db::connect(&env.mesh.database_url(Target::Orders))
+        .await
+        .unwrap_or_else(|e| panic!("orders db: {e}"));
+    let rows = || async {
+        use sea_orm::{EntityTrait, PaginatorTrait};
+        (
+            order::Entity::find().count(&db).await.unwrap(),
+            order_item::Entity::find().count(&db).await.unwrap(),
+        )
+    };
+    let written = rows().await;
+    for i in 0..5 {
+        let err = env
+            .create(&env.customer.token, &format!("fast-{i}"), &[(&widget, 1)])
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+        assert!(
+            err.message().contains("inventory") && err.message().contains("circuit breaker open"),
+            "{}",
+            err.message()
+        );
+    }
+    assert_eq!(
+        rows().await,
+        written,
+        "no order or line written while refused"
+    );
+    // A replay needs no inventory: answered as before.
+    let replay = env
+        .create(&env.customer.token, "before", &[(&widget, 1)])
+        .await
+        .unwrap();
+    assert_eq!(replay.id, before.id);
+    assert_eq!(status_of(&replay), pb::OrderStatus::Pending);
+
+    // Inventory back: its health watch closes the breaker and orders go through again.
+    env.restart_inventory().await;
+    let after = eventually(CONVERGE, "orders to reach inventory again", || async {
+        env.create(&env.customer.token, "after", &[(&widget, 1)])
+            .await
+            .ok()
+    })
+    .await;
+    assert_eq!(status_of(&after), pb::OrderStatus::Pending);
+    assert_eq!(env.stock(&widget).await.total_reserved, 2);
+}
