@@ -27,6 +27,7 @@ use stockmesh::proto::auth::v1::LoginRequest;
 use stockmesh::proto::auth::v1::auth_service_client::AuthServiceClient;
 use stockmesh::proto::products::v1::CreateProductRequest;
 use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
+use stockmesh_tests::bench::{cpu_secs, port};
 use tokio::process::Command;
 
 #[derive(Clone, Default)]
@@ -48,28 +49,6 @@ impl TraceService for Sink {
         self.0.fetch_add(n, Ordering::Relaxed);
         Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
     }
-}
-
-fn port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(0)
-}
-
-/// user + system CPU time of `pid`, in seconds.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // Fields after the command: state is 0, utime 11, stime 12 (clock ticks, 100 Hz).
-    (ticks(11) + ticks(12)) / 100.0
 }
 
 struct Row {

@@ -1,7 +1,8 @@
 //! Test kit of the whole-mesh tests and fault drills: a controllable fake upstream
-//! ([`fake`]), a proxy that loses responses ([`proxy`]), and helpers to build the real
-//! outbound client stack against them.
+//! ([`fake`]), a proxy that loses responses ([`proxy`]), helpers to build the real
+//! outbound client stack against them, and the benches' load runner ([`bench`]).
 
+pub mod bench;
 pub mod dns;
 pub mod fake;
 pub mod proxy;

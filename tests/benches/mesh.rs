@@ -1,0 +1,570 @@
+//! The mesh's hot paths side by side in one run (issue 9): the whole mesh
+//! (`stockmesh-drill up`, release) pinned to CPU 0, this load generator to CPU 1 (when
+//! there are two), and for each row requests per second, the mesh's CPU time per request
+//! and client-side p50 / p99:
+//!
+//! * `grpc.health.v1.Health/Check` on the products port — a bare tonic handler on the
+//!   same server, the baseline the reads are compared with;
+//! * `GetProduct`, `ListProducts` (page of 50) direct over gRPC; `GetStock` on inventory;
+//! * `GET /v1/products/{id}` through the gateway (REST);
+//! * `CreateOrder` through the gateway (REST, one line, unique request ids) at 8 and 50
+//!   concurrent clients;
+//! * fail-fast: CreateOrder on a second orders process whose inventory is unreachable and
+//!   whose breaker is open — p99 measured server-side (its own
+//!   `grpc_server_handling_seconds` histogram) and client-side;
+//! * the mesh's resident memory idle and after the CreateOrder rows.
+//!
+//! Run: `cargo bench -p stockmesh-tests --bench mesh` (SQLite), `DB=postgres cargo bench
+//! -p stockmesh-tests --bench mesh` (fresh PostgreSQL databases, dropped afterwards).
+//! `STOCKMESH_BENCH_SECS` (default 5) per row.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use prometheus_parse::{Scrape, Value};
+use stockmesh::Target;
+use stockmesh::proto::auth::v1::LoginRequest;
+use stockmesh::proto::auth::v1::auth_service_client::AuthServiceClient;
+use stockmesh::proto::inventory::v1 as inv;
+use stockmesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
+use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
+use stockmesh::proto::products::v1::{
+    CreateProductRequest, GetProductRequest, ListProductsRequest,
+};
+use stockmesh::testing::{Backend, TestDb, with_token};
+use stockmesh_tests::bench::{Load, cpu_secs, port, rss_mb, run};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+const ADMIN_PASSWORD: &str = "bench-admin-password";
+const SECRET: &str = "bench-service-secret-0123456789abcdef-0123456789";
+
+type Http = Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>;
+
+/// Whether the mesh and the load get a CPU each. Decided once, before this process pins
+/// itself (after which it sees one CPU).
+fn two_cpus() -> bool {
+    static TWO: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *TWO.get_or_init(|| {
+        std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2)
+            && std::path::Path::new("/usr/bin/taskset").exists()
+    })
+}
+
+/// A process pinned to CPU 0 when this machine has two.
+fn pinned(program: &str) -> Command {
+    if two_cpus() {
+        let mut cmd = Command::new("/usr/bin/taskset");
+        cmd.args(["-c", "0", program]);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+fn channel(addr: SocketAddr) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect_lazy()
+}
+
+async fn wait_serving(addr: SocketAddr, service: &str, child: &mut Child) {
+    let give_up = Instant::now() + Duration::from_secs(120);
+    while stockmesh::health::wait_serving(addr, service, Duration::from_secs(60))
+        .await
+        .is_err()
+    {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{service} exited: {status}");
+        }
+        assert!(Instant::now() < give_up, "{service} did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+struct Row {
+    name: String,
+    load: Load,
+    cpu_us: f64,
+}
+
+/// Runs one row against the mesh process `pid`.
+async fn row<F, Fut>(name: &str, pid: u32, clients: usize, secs: f64, call: F) -> Row
+where
+    F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    run(clients, 0.5, call.clone()).await; // warm-up
+    let cpu = cpu_secs(pid);
+    let load = run(clients, secs, call).await;
+    let cpu = cpu_secs(pid) - cpu;
+    assert!(
+        load.ok > 0,
+        "{name}: no call succeeded ({} failed)",
+        load.errors
+    );
+    Row {
+        name: name.to_string(),
+        cpu_us: cpu * 1e6 / load.ok.max(1) as f64,
+        load,
+    }
+}
+
+async fn rest(http: &Http, method: &str, uri: &str, token: &str, body: String) -> u16 {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Full::new(bytes::Bytes::from(body)))
+        .unwrap();
+    match http.request(req).await {
+        Ok(resp) => {
+            let status = resp.status().as_u16();
+            let _ = resp.into_body().collect().await;
+            status
+        }
+        Err(_) => 0,
+    }
+}
+
+/// The smallest histogram bound under which 99 % of the calls counted between two
+/// scrapes of `grpc_server_handling_seconds{grpc_method}` fall.
+fn server_p99(before: &str, after: &str, method: &str) -> Option<f64> {
+    let buckets = |text: &str| -> Vec<(f64, f64)> {
+        Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+            .ok()
+            .and_then(|s| {
+                s.samples.into_iter().find_map(|s| {
+                    (s.metric == "grpc_server_handling_seconds"
+                        && s.labels.get("grpc_method") == Some(method))
+                    .then_some(s.value)
+                })
+            })
+            .and_then(|v| match v {
+                Value::Histogram(b) => Some(b.iter().map(|b| (b.less_than, b.count)).collect()),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let (b0, b1) = (buckets(before), buckets(after));
+    let delta: Vec<(f64, f64)> = b1
+        .iter()
+        .map(|(le, c)| {
+            let was = b0.iter().find(|(l, _)| l == le).map_or(0.0, |(_, c)| *c);
+            (*le, c - was)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    delta
+        .iter()
+        .find(|(_, c)| *c >= 0.99 * total)
+        .map(|(le, _)| *le)
+}
+
+async fn scrape(addr: SocketAddr) -> String {
+    let http: Client<_, http_body_util::Empty<bytes::Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    match http
+        .get(format!("http://{addr}/metrics").parse().unwrap())
+        .await
+    {
+        Ok(r) => {
+            String::from_utf8_lossy(&r.into_body().collect().await.unwrap().to_bytes()).into_owned()
+        }
+        Err(_) => String::new(),
+    }
+}
+
+#[tokio::main]
+async fn main() {
+    let secs: f64 = std::env::var("STOCKMESH_BENCH_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5.0);
+    let backend = match std::env::var("DB").as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        _ => Backend::Sqlite,
+    };
+    if two_cpus() {
+        // This process (every thread) on CPU 1, the mesh on CPU 0.
+        let _ = std::process::Command::new("/usr/bin/taskset")
+            .args(["-a", "-cp", "1", &std::process::id().to_string()])
+            .stdout(Stdio::null())
+            .status();
+    }
+    let dir = std::env::temp_dir().join(format!("stockmesh_mesh_bench_{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let ports: Vec<(Target, u16)> = Target::ALL.iter().map(|t| (*t, port())).collect();
+    let addr = |t: Target| {
+        SocketAddr::from((
+            [127, 0, 0, 1],
+            ports.iter().find(|(x, _)| *x == t).unwrap().1,
+        ))
+    };
+    let mut env: Vec<(String, String)> = vec![
+        ("STOCKMESH_DATA_DIR".into(), dir.display().to_string()),
+        ("STOCKMESH_BIND".into(), "127.0.0.1".into()),
+        ("STOCKMESH_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+        ("STOCKMESH_SERVICE_SECRET".into(), SECRET.into()),
+        ("STOCKMESH_RATE_LIMIT_RPS".into(), "10000000".into()),
+        ("STOCKMESH_RATE_LIMIT_BURST".into(), "10000000".into()),
+        (
+            "STOCKMESH_MAX_PENDING_ORDERS_PER_CUSTOMER".into(),
+            "100000000".into(),
+        ),
+        ("STOCKMESH_DRAIN_DELAY_MS".into(), "0".into()),
+        ("RUST_LOG".into(), "warn".into()),
+    ];
+    for (t, p) in &ports {
+        env.push((
+            format!("STOCKMESH_{}_PORT", t.name().to_uppercase()),
+            p.to_string(),
+        ));
+    }
+    let mut dbs = Vec::new();
+    if backend == Backend::Postgres {
+        for t in Target::SERVICES {
+            let db = TestDb::new(Backend::Postgres).await;
+            env.push((
+                format!("STOCKMESH_{}_DATABASE_URL", t.name().to_uppercase()),
+                db.url.clone(),
+            ));
+            dbs.push(db);
+        }
+    }
+    let drill = env!("CARGO_BIN_EXE_stockmesh-drill");
+    let mut mesh = pinned(drill)
+        .arg("up")
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let pid = mesh.id().unwrap_or(0);
+    for t in Target::ALL {
+        wait_serving(addr(t), t.grpc_service(), &mut mesh).await;
+    }
+
+    // Catalog: 60 products; one warehouse with plenty of every product.
+    let token = AuthServiceClient::new(channel(addr(Target::Auth)))
+        .login(LoginRequest {
+            email: "admin@stockmesh.local".into(),
+            password: ADMIN_PASSWORD.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .access_token;
+    let products = ProductServiceClient::new(channel(addr(Target::Products)));
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let p = products
+            .clone()
+            .create_product(with_token(
+                CreateProductRequest {
+                    sku: format!("SKU-BENCH-{i}"),
+                    name: format!("bench product {i}"),
+                    price_cents: 100 + i,
+                    currency: "USD".into(),
+                    ..Default::default()
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .product
+            .unwrap();
+        ids.push(p.id);
+    }
+    let inventory = InventoryServiceClient::new(channel(addr(Target::Inventory)));
+    let warehouse = inventory
+        .clone()
+        .create_warehouse(with_token(
+            inv::CreateWarehouseRequest {
+                name: "bench".into(),
+                address: "bench".into(),
+                latitude: 0.0,
+                longitude: 0.0,
+                capacity: 0,
+            },
+            &token,
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .warehouse
+        .unwrap()
+        .id;
+    inventory
+        .clone()
+        .restock(with_token(
+            inv::RestockRequest {
+                product_id: ids[0].clone(),
+                warehouse_id: warehouse,
+                quantity: 1_000_000_000,
+                request_id: "bench-restock".into(),
+            },
+            &token,
+        ))
+        .await
+        .unwrap();
+    let id = ids[0].clone();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle = rss_mb(pid);
+
+    let mut rows = Vec::new();
+    let health = HealthClient::new(channel(addr(Target::Products)));
+    rows.push(
+        row(
+            "Health/Check (products port)",
+            pid,
+            16,
+            secs,
+            move |_, _| {
+                let mut c = health.clone();
+                async move {
+                    c.check(HealthCheckRequest {
+                        service: Target::Products.grpc_service().into(),
+                    })
+                    .await
+                    .is_ok()
+                }
+            },
+        )
+        .await,
+    );
+    let (p, pid_) = (products.clone(), id.clone());
+    rows.push(
+        row("GetProduct (gRPC)", pid, 16, secs, move |_, _| {
+            let (mut c, id) = (p.clone(), pid_.clone());
+            async move { c.get_product(GetProductRequest { id }).await.is_ok() }
+        })
+        .await,
+    );
+    let p = products.clone();
+    rows.push(
+        row(
+            "ListProducts, page of 50 (gRPC)",
+            pid,
+            16,
+            secs,
+            move |_, _| {
+                let mut c = p.clone();
+                async move {
+                    c.list_products(ListProductsRequest {
+                        page_size: 50,
+                        ..Default::default()
+                    })
+                    .await
+                    .is_ok_and(|r| r.into_inner().products.len() == 50)
+                }
+            },
+        )
+        .await,
+    );
+    let (i, pid_) = (inventory.clone(), id.clone());
+    rows.push(
+        row("GetStock (gRPC)", pid, 16, secs, move |_, _| {
+            let (mut c, product_id) = (i.clone(), pid_.clone());
+            async move {
+                c.get_stock(inv::GetStockRequest { product_id })
+                    .await
+                    .is_ok()
+            }
+        })
+        .await,
+    );
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let gateway = addr(Target::Gateway);
+    let (h, uri, t) = (
+        http.clone(),
+        format!("http://{gateway}/v1/products/{id}"),
+        token.clone(),
+    );
+    rows.push(
+        row(
+            "GET /v1/products/{id} (gateway)",
+            pid,
+            16,
+            secs,
+            move |_, _| {
+                let (h, uri, t) = (h.clone(), uri.clone(), t.clone());
+                async move { rest(&h, "GET", &uri, &t, String::new()).await == 200 }
+            },
+        )
+        .await,
+    );
+    for clients in [8, 50] {
+        let (h, uri, t, id) = (
+            http.clone(),
+            format!("http://{gateway}/v1/orders"),
+            token.clone(),
+            id.clone(),
+        );
+        rows.push(
+            row(
+                &format!("CreateOrder, c={clients} (gateway)"),
+                pid,
+                clients,
+                secs,
+                move |client, seq| {
+                    let (h, uri, t) = (h.clone(), uri.clone(), t.clone());
+                    let body = format!(
+                        r#"{{"requestId":"bench-{clients}-{client}-{seq}-{}","items":[{{"productId":"{id}","quantity":1}}]}}"#,
+                        std::process::id()
+                    );
+                    async move { rest(&h, "POST", &uri, &t, body).await == 200 }
+                },
+            )
+            .await,
+        );
+    }
+    let rss_after = rss_mb(pid);
+
+    // Fail-fast: a second orders process whose inventory does not answer.
+    let orders_port = port();
+    let metrics_port = port();
+    let dead = port();
+    let orders_db = match backend {
+        Backend::Postgres => {
+            let db = TestDb::new(Backend::Postgres).await;
+            let url = db.url.clone();
+            dbs.push(db);
+            url
+        }
+        Backend::Sqlite => format!("sqlite://{}/orders-failfast.db?mode=rwc", dir.display()),
+    };
+    let mut orders2 = pinned(drill)
+        .args(["serve", "orders"])
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env("STOCKMESH_ORDERS_PORT", orders_port.to_string())
+        .env("STOCKMESH_ORDERS_METRICS_PORT", metrics_port.to_string())
+        .env("STOCKMESH_ORDERS_DATABASE_URL", &orders_db)
+        .env("STOCKMESH_INVENTORY_ADDRS", format!("127.0.0.1:{dead}"))
+        .env("STOCKMESH_BREAKER_OPEN_MS", "600000")
+        .env("STOCKMESH_BREAKER_MAX_OPEN_MS", "600000")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let orders2_addr = SocketAddr::from(([127, 0, 0, 1], orders_port));
+    wait_serving(orders2_addr, Target::Orders.grpc_service(), &mut orders2).await;
+    let orders2_pid = orders2.id().unwrap_or(0);
+    let client = stockmesh::proto::orders::v1::order_service_client::OrderServiceClient::new(
+        channel(orders2_addr),
+    );
+    let order = |request_id: String, id: String, token: String| {
+        with_token(
+            stockmesh::proto::orders::v1::CreateOrderRequest {
+                request_id,
+                items: vec![stockmesh::proto::orders::v1::CreateOrderItem {
+                    product_id: id,
+                    quantity: 1,
+                }],
+                ..Default::default()
+            },
+            &token,
+        )
+    };
+    let mut open = false;
+    for i in 0..50 {
+        match client
+            .clone()
+            .create_order(order(format!("trip-{i}"), id.clone(), token.clone()))
+            .await
+        {
+            Err(s) if s.message().contains("circuit breaker open") => {
+                open = true;
+                break;
+            }
+            _ => {}
+        }
+    }
+    assert!(
+        open,
+        "the fail-fast orders process never saw its breaker open"
+    );
+    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+    let before = scrape(metrics).await;
+    let (c, t, id2) = (client.clone(), token.clone(), id.clone());
+    let cpu = cpu_secs(orders2_pid);
+    let fail_fast = run(8, secs, move |client, seq| {
+        let (mut c, req) = (
+            c.clone(),
+            order(format!("ff-{client}-{seq}"), id2.clone(), t.clone()),
+        );
+        // Success here is the fast refusal.
+        async move {
+            matches!(c.create_order(req).await, Err(s) if s.code() == tonic::Code::Unavailable)
+        }
+    })
+    .await;
+    let fail_fast_cpu = (cpu_secs(orders2_pid) - cpu) * 1e6 / fail_fast.ok.max(1) as f64;
+    let after = scrape(metrics).await;
+    let server = server_p99(&before, &after, "CreateOrder");
+    let _ = orders2.kill().await;
+    let _ = mesh.kill().await;
+    let _ = std::fs::remove_dir_all(&dir);
+    drop(dbs);
+
+    let check = rows[0].load.per_sec();
+    let backend_name = match backend {
+        Backend::Postgres => "PostgreSQL",
+        Backend::Sqlite => "SQLite",
+    };
+    println!(
+        "mesh hot paths ({backend_name}), {secs} s per row, mesh pinned to CPU 0{}",
+        if two_cpus() {
+            ", load on CPU 1"
+        } else {
+            " (one CPU: not pinned)"
+        }
+    );
+    println!(
+        "{:<34} {:>9} {:>9} {:>12} {:>9} {:>9} {:>7}",
+        "row", "req/s", "vs Check", "mesh CPU µs", "p50 ms", "p99 ms", "errors"
+    );
+    for r in &rows {
+        println!(
+            "{:<34} {:>9.0} {:>9.2} {:>12.0} {:>9.2} {:>9.2} {:>7}",
+            r.name,
+            r.load.per_sec(),
+            r.load.per_sec() / check,
+            r.cpu_us,
+            r.load.quantile(0.5).as_secs_f64() * 1e3,
+            r.load.quantile(0.99).as_secs_f64() * 1e3,
+            r.load.errors
+        );
+    }
+    println!(
+        "{:<34} {:>9.0} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>7}",
+        "CreateOrder, breaker open, c=8",
+        fail_fast.per_sec(),
+        "",
+        fail_fast_cpu,
+        fail_fast.quantile(0.5).as_secs_f64() * 1e3,
+        fail_fast.quantile(0.99).as_secs_f64() * 1e3,
+        fail_fast.errors
+    );
+    match server {
+        Some(le) => println!(
+            "  fail-fast p99 server-side (orders' histogram): ≤ {:.2} ms",
+            le * 1e3
+        ),
+        None => println!("  fail-fast p99 server-side: no histogram"),
+    }
+    println!("mesh RSS: idle {rss_idle:.1} MB, after the CreateOrder rows {rss_after:.1} MB");
+}
