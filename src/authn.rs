@@ -7,16 +7,25 @@
 //! calls), which is how a key rotation reaches every service.
 //!
 //! Only EdDSA is accepted (no `alg: none`, no HMAC confusion), with no clock leeway, and
-//! issuer and audience must match. Missing or bad token → UNAUTHENTICATED; a valid token
+//! issuer and audience must match.
+//!
+//! A verified token is remembered until it expires, keyed by its SHA-256 (a bounded LRU
+//! of [`VERIFIED_CACHE`] entries): a caller presents the same token on every call, and an
+//! Ed25519 check plus two JSON decodes cost tens of microseconds where the hash costs
+//! one. Only successes are cached, and a hit is re-checked against its expiry, so the
+//! cache never accepts what a full check would refuse (keys are only ever added). Missing or bad token → UNAUTHENTICATED; a valid token
 //! with the wrong role → PERMISSION_DENIED. ADMIN passes every role check.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::num::NonZeroUsize;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use lru::LruCache;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use tonic::{Request, Status};
 
 pub use crate::proto::auth::v1::{Jwk, Role};
@@ -25,6 +34,8 @@ pub use crate::proto::auth::v1::{Jwk, Role};
 pub const ISSUER: &str = "stockmesh-auth";
 /// `aud` of every access token.
 pub const AUDIENCE: &str = "stockmesh";
+/// Verified tokens remembered per verifier (see the module docs); ~150 bytes each.
+const VERIFIED_CACHE: usize = 10_000;
 /// Minimum time between two JWKS refetches caused by unknown `kid`s.
 const REFETCH_EVERY: Duration = Duration::from_secs(5);
 
@@ -134,6 +145,8 @@ pub struct Verifier {
 
 struct Inner {
     keys: RwLock<HashMap<String, DecodingKey>>,
+    /// SHA-256 of a verified token → its caller, until the token expires.
+    verified: Mutex<LruCache<[u8; 32], Caller>>,
     source: Option<Box<dyn KeySource>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
     validation: Validation,
@@ -161,6 +174,9 @@ impl Verifier {
         Self {
             inner: Arc::new(Inner {
                 keys: RwLock::new(HashMap::new()),
+                verified: Mutex::new(LruCache::new(
+                    NonZeroUsize::new(VERIFIED_CACHE).unwrap_or(NonZeroUsize::MIN),
+                )),
                 source,
                 last_fetch: tokio::sync::Mutex::new(None),
                 validation,
@@ -188,8 +204,38 @@ impl Verifier {
         keys.get(kid).cloned()
     }
 
-    /// Verifies a raw token.
+    /// Verifies a raw token (or finds it verified before and not yet expired).
     pub async fn verify(&self, token: &str) -> Result<Caller, AuthnError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let now = jsonwebtoken::get_current_timestamp();
+        {
+            let mut verified = self
+                .inner
+                .verified
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            match verified.get(&digest) {
+                Some(caller) if u64::try_from(caller.expires_at).is_ok_and(|exp| exp >= now) => {
+                    return Ok(caller.clone());
+                }
+                Some(_) => {
+                    verified.pop(&digest);
+                    return Err(AuthnError::Expired);
+                }
+                None => {}
+            }
+        }
+        let caller = self.verify_fully(token).await?;
+        self.inner
+            .verified
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .put(digest, caller.clone());
+        Ok(caller)
+    }
+
+    /// Verifies a raw token: header, key, signature, claims.
+    async fn verify_fully(&self, token: &str) -> Result<Caller, AuthnError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthnError::Invalid)?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthnError::Invalid);
@@ -339,5 +385,36 @@ mod tests {
         // {"alg":"none","typ":"JWT"} . {"sub":"x"} . (no signature)
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4In0.";
         assert_eq!(v.verify(none).await, Err(AuthnError::Invalid));
+    }
+
+    fn remember(v: &Verifier, token: &str, caller: Caller) {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        v.inner.verified.lock().unwrap().put(digest, caller);
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_answered_until_it_expires_and_never_after() {
+        let v = Verifier::with_keys(&[]).unwrap();
+        let now = jsonwebtoken::get_current_timestamp() as i64;
+        // Not a token a full check would pass: an answer proves the cache answered.
+        let live = Caller {
+            expires_at: now + 60,
+            ..caller(Role::Customer)
+        };
+        remember(&v, "remembered", live.clone());
+        assert_eq!(v.verify("remembered").await, Ok(live));
+        remember(
+            &v,
+            "expired",
+            Caller {
+                expires_at: now - 1,
+                ..caller(Role::Customer)
+            },
+        );
+        assert_eq!(v.verify("expired").await, Err(AuthnError::Expired));
+        // Forgotten once found expired; a failed check is never remembered.
+        assert_eq!(v.verify("expired").await, Err(AuthnError::Invalid));
+        assert_eq!(v.verify("nope").await, Err(AuthnError::Invalid));
+        assert!(v.inner.verified.lock().unwrap().len() == 1);
     }
 }
