@@ -69,7 +69,7 @@ pub async fn serve(
         res = startup => {
             let db = res?;
             // Cannot be set already: this is the only place that sets it.
-            let _ = ready.set(catalog::Catalog::new(db.clone()));
+            let _ = ready.set(catalog::Catalog::new(db.clone(), catalog::cache::ProductCache::from_env()));
             health.set_serving().await;
             health.watch_database(db, shutdown.clone());
             tracing::info!("products ready");

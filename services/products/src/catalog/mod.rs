@@ -10,11 +10,15 @@
 //! first only to give better messages, and translates the constraint violations it may
 //! still meet into the same errors.
 
+pub mod cache;
 mod products;
 mod suppliers;
 pub mod validate;
 mod variables;
 
+use std::sync::Arc;
+
+use cache::ProductCache;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::{DatabaseConnection, DbErr, SqlErr};
 
@@ -22,15 +26,20 @@ pub use products::{BATCH_GET_MAX, NewProduct, ProductFilter, ProductPatch};
 pub use suppliers::{NewSupplier, SUPPLIERS_FINGERPRINT, SupplierPatch};
 pub use variables::{NewVariable, VARIABLES_FINGERPRINT};
 
-/// The catalog, backed by the products database. Cheap to clone.
+/// The catalog, backed by the products database (and a short-lived cache of products
+/// by id, see [`cache`]). Cheap to clone.
 #[derive(Clone)]
 pub struct Catalog {
     db: DatabaseConnection,
+    cache: Arc<ProductCache>,
 }
 
 impl Catalog {
-    pub fn new(db: DatabaseConnection) -> Self {
-        Self { db }
+    pub fn new(db: DatabaseConnection, cache: ProductCache) -> Self {
+        Self {
+            db,
+            cache: Arc::new(cache),
+        }
     }
 }
 

@@ -98,10 +98,16 @@ impl Catalog {
 
     pub async fn get_product(&self, id: &str) -> Result<product::Model> {
         let id = validate::id("id", id)?;
-        product::Entity::find_by_id(id)
+        if let Some(p) = self.cache.get(id) {
+            return Ok(p);
+        }
+        let ticket = self.cache.ticket();
+        let product = product::Entity::find_by_id(id)
             .one(&self.db)
             .await?
-            .ok_or_else(|| Error::NotFound(format!("product {id:?} not found")))
+            .ok_or_else(|| Error::NotFound(format!("product {id:?} not found")))?;
+        self.cache.put(ticket, [&product]);
+        Ok(product)
     }
 
     pub async fn get_product_by_name(&self, name: &str) -> Result<product::Model> {
@@ -187,7 +193,9 @@ impl Catalog {
         }
         row.updated_at = Set(now());
         let written = row.clone();
-        match row.update(&self.db).await {
+        let result = row.update(&self.db).await;
+        self.cache.invalidate(id);
+        match result {
             Ok(model) => Ok(model),
             Err(DbErr::RecordNotUpdated) => {
                 Err(Error::NotFound(format!("product {id:?} not found")))
@@ -198,8 +206,9 @@ impl Catalog {
 
     pub async fn delete_product(&self, id: &str) -> Result<()> {
         let id = validate::id("id", id)?;
-        let done = product::Entity::delete_by_id(id).exec(&self.db).await?;
-        if done.rows_affected == 0 {
+        let done = product::Entity::delete_by_id(id).exec(&self.db).await;
+        self.cache.invalidate(id);
+        if done?.rows_affected == 0 {
             return Err(Error::NotFound(format!("product {id:?} not found")));
         }
         Ok(())
@@ -225,13 +234,25 @@ impl Catalog {
                 wanted.push(id.as_str());
             }
         }
-        let mut found: HashMap<String, product::Model> = product::Entity::find()
-            .filter(product::Column::Id.is_in(wanted.iter().copied()))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|p| (p.id.clone(), p))
-            .collect();
+        let mut found: HashMap<String, product::Model> = HashMap::with_capacity(wanted.len());
+        let mut unknown = Vec::new();
+        for id in &wanted {
+            match self.cache.get(id) {
+                Some(p) => {
+                    found.insert(p.id.clone(), p);
+                }
+                None => unknown.push(*id),
+            }
+        }
+        if !unknown.is_empty() {
+            let ticket = self.cache.ticket();
+            let read = product::Entity::find()
+                .filter(product::Column::Id.is_in(unknown))
+                .all(&self.db)
+                .await?;
+            self.cache.put(ticket, &read);
+            found.extend(read.into_iter().map(|p| (p.id.clone(), p)));
+        }
         let mut products = Vec::with_capacity(wanted.len());
         let mut missing = Vec::new();
         for id in wanted {
