@@ -2,6 +2,9 @@
 //!
 //! SQLite (the laptop default) gets WAL journaling, a busy timeout and foreign keys, so
 //! concurrent readers never block the single writer and a writer waits instead of failing;
+//! WAL checkpoints run on a background task every [`CHECKPOINT_EVERY`] instead of inside
+//! whichever request's commit crosses SQLite's automatic threshold (a multi-millisecond
+//! stall in that request);
 //! PostgreSQL gets a bounded pool with timeouts. Each service runs its own migrations at
 //! start, before it reports SERVING.
 
@@ -13,6 +16,10 @@ use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbB
 use sea_orm_migration::MigratorTrait;
 
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How much of a SQLite database file is memory-mapped (256 MiB).
+const SQLITE_MMAP_BYTES: &str = "268435456";
+/// How often the WAL is checkpointed (PASSIVE: never waits for readers or writers).
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// PostgreSQL pool size per service unless `STOCKMESH_DB_MAX_CONNECTIONS` says otherwise.
 /// Small on purpose: four services and a test suite share one server's 100 connections.
 const DEFAULT_PG_POOL: u32 = 8;
@@ -49,11 +56,46 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
                 .synchronous(SqliteSynchronous::Normal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
                 .foreign_keys(true)
+                .pragma("wal_autocheckpoint", "0")
+                // In WAL mode a connection's page cache is dropped whenever another one
+                // wrote, so under writes most reads miss it; mapped, a miss is a memory
+                // read instead of a pread copy. Address space, not memory: pages are
+                // shared with the OS page cache.
+                .pragma("mmap_size", SQLITE_MMAP_BYTES)
         });
+        let db = Database::connect(opts).await?;
+        checkpoint_in_background(&db);
+        return Ok(db);
     } else {
         opts.max_connections(pg_pool_size()).min_connections(1);
     }
     Database::connect(opts).await
+}
+
+/// Checkpoints the SQLite WAL every [`CHECKPOINT_EVERY`] until the pool closes (see the
+/// module docs). Outside a tokio runtime nothing is spawned and nothing checkpoints
+/// until a runtime does, so the WAL then grows; every service connects within one.
+fn checkpoint_in_background(db: &DatabaseConnection) {
+    let pool = db.get_sqlite_connection_pool().clone();
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    runtime.spawn(async move {
+        let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            every.tick().await;
+            if pool.is_closed() {
+                return;
+            }
+            if let Err(e) = sea_orm::sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                .execute(&pool)
+                .await
+            {
+                tracing::debug!(error = %e, "WAL checkpoint failed; retried next tick");
+            }
+        }
+    });
 }
 
 /// Connects and applies every pending migration of `M`.
