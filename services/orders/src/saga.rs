@@ -96,7 +96,7 @@ impl Limits {
 /// RESOURCE_EXHAUSTED for a customer who holds `open` open orders against a cap of `max`.
 fn too_many_open_orders(customer_id: &str, open: u64, max: u64) -> Error {
     Error::ResourceExhausted(format!(
-        "customer {customer_id} has {open} open orders, the most allowed is {max}; complete or cancel one before placing another"
+        "customer {customer_id} has {open} or more open orders, the most allowed is {max}; complete or cancel one before placing another"
     ))
 }
 
@@ -211,7 +211,7 @@ impl Orders {
             // intent written below would only be rolled back again (more writes, and
             // milliseconds instead of microseconds). Replays above are still answered.
             self.upstreams.inventory_accepts_calls()?;
-            let open = store::open_orders(&self.db, &new.customer_id).await?;
+            let open = store::open_orders(&self.db, &new.customer_id, max_open).await?;
             if open >= max_open {
                 return Err(too_many_open_orders(&new.customer_id, open, max_open));
             }

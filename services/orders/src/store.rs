@@ -20,8 +20,8 @@ use sea_orm::sea_query::{
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
-    DbErr, EntityTrait, IntoActiveModel, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect,
-    QueryTrait, Statement, TransactionTrait,
+    DbErr, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, QuerySelect, QueryTrait,
+    Statement, TransactionTrait,
 };
 
 use crate::entity::order::{self, Status};
@@ -89,13 +89,30 @@ pub const OPEN: [Status; 4] = [
     Status::Cancelling,
 ];
 
-/// How many open orders (see [`OPEN`]) `customer_id` has.
-pub async fn open_orders(db: &impl ConnectionTrait, customer_id: &str) -> Result<u64, DbErr> {
-    order::Entity::find()
+/// How many open orders (see [`OPEN`]) `customer_id` has, counting no further than
+/// `at_most`: callers compare with the cap, and a count that stops there costs the same
+/// whatever the customer holds.
+pub async fn open_orders(
+    db: &impl ConnectionTrait,
+    customer_id: &str,
+    at_most: u64,
+) -> Result<u64, DbErr> {
+    // Not `PaginatorTrait::count`: it drops the limit.
+    let open = order::Entity::find()
+        .select_only()
+        .column(order::Column::Id)
         .filter(order::Column::CustomerId.eq(customer_id))
         .filter(order::Column::Status.is_in(OPEN))
-        .count(db)
-        .await
+        .limit(at_most)
+        .into_query();
+    let count = sea_orm::sea_query::SelectStatement::new()
+        .expr(Expr::cust("COUNT(*) AS n"))
+        .from_subquery(open, "open")
+        .to_owned();
+    match db.query_one(&count).await? {
+        Some(row) => Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0)),
+        None => Ok(0),
+    }
 }
 
 /// What [`insert`] did.
@@ -136,7 +153,7 @@ pub async fn insert(
         .exec_without_returning(&txn)
         .await?;
     // Includes the row just written.
-    let open = open_orders(&txn, &record.order.customer_id).await?;
+    let open = open_orders(&txn, &record.order.customer_id, max_open.saturating_add(1)).await?;
     if open > max_open {
         txn.rollback().await?;
         return Ok(Inserted::OverCap {

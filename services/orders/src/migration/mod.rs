@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m20250101_000001_orders;
 mod m20250201_000002_pending_expiry_index;
 mod m20250301_000003_reconciler_claims;
+mod m20251201_000004_customer_status_index;
 
 /// All orders migrations, oldest first.
 pub struct Migrator;
@@ -20,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20250101_000001_orders::Migration),
             Box::new(m20250201_000002_pending_expiry_index::Migration),
             Box::new(m20250301_000003_reconciler_claims::Migration),
+            Box::new(m20251201_000004_customer_status_index::Migration),
         ]
     }
 }
