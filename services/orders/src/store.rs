@@ -103,7 +103,8 @@ pub async fn open_orders(
         .column(order::Column::Id)
         .filter(order::Column::CustomerId.eq(customer_id))
         .filter(order::Column::Status.is_in(OPEN))
-        .limit(at_most)
+        // SQL's LIMIT is signed (sea-query's binding panics past i64::MAX).
+        .limit(Ord::min(at_most, i64::MAX as u64))
         .into_query();
     let count = sea_orm::sea_query::SelectStatement::new()
         .expr(Expr::cust("COUNT(*) AS n"))
