@@ -343,10 +343,16 @@ impl Orders {
         let beat_every = self.idle_after / 3;
         let mut last_beat = Instant::now();
         let mut warehouses = Vec::with_capacity(intent.items.len());
+        // Each heartbeat bumps the row's version: counted, so that the PENDING row can be
+        // returned as written without reading it back.
+        let mut beats = 0;
         for (i, item) in intent.items.iter().enumerate() {
             if i > 0 && last_beat.elapsed() >= beat_every {
                 match store::heartbeat(&self.db, id).await {
-                    Ok(true) => last_beat = Instant::now(),
+                    Ok(true) => {
+                        last_beat = Instant::now();
+                        beats += 1;
+                    }
                     Ok(false) => return Err(self.taken_over(&intent).await),
                     Err(e) => return Err(self.abandon(&intent, i, e.into()).await),
                 }
@@ -381,7 +387,8 @@ impl Orders {
                 Err(e) => return Err(self.abandon(&intent, i + 1, e).await),
             }
         }
-        match store::mark_pending(&self.db, id, None, &warehouses)
+        let at = store::now();
+        match store::mark_pending_at(&self.db, id, None, &warehouses, at)
             .instrument(telemetry::step("saga.pending"))
             .await
         {
@@ -396,9 +403,18 @@ impl Orders {
             }
             Err(e) => return Err(self.abandon(&intent, intent.items.len(), e.into()).await),
         }
-        store::record(&self.db, id)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("order {id} vanished after it became PENDING")))
+        // Exactly the row mark_pending wrote (its lease column aside, which no answer
+        // shows): while the order is CREATING only this saga changes what an answer
+        // shows; the reconciler takes an order over by moving it out of CREATING, and
+        // then mark_pending would have changed nothing.
+        let mut record = intent;
+        record.order.status = Status::Pending;
+        record.order.version += beats + 1;
+        record.order.updated_at = at;
+        for (item, warehouse_id) in record.items.iter_mut().zip(warehouses) {
+            item.warehouse_id = warehouse_id;
+        }
+        Ok(record)
     }
 
     /// Rolls back a failed saga whose first `tried` lines may hold reservations, and

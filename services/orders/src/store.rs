@@ -184,13 +184,26 @@ pub async fn transition(
     to: Status,
     reason: Option<&str>,
 ) -> Result<bool, DbErr> {
+    transition_at(db, id, from, version, to, reason, now()).await
+}
+
+/// [`transition`], stamping `updated_at` with `at`.
+async fn transition_at(
+    db: &impl ConnectionTrait,
+    id: &str,
+    from: &[Status],
+    version: Option<i64>,
+    to: Status,
+    reason: Option<&str>,
+    at: DateTime<Utc>,
+) -> Result<bool, DbErr> {
     let mut update = order::Entity::update_many()
         .col_expr(order::Column::Status, Expr::value(to))
         .col_expr(
             order::Column::Version,
             Expr::col(order::Column::Version).add(1),
         )
-        .col_expr(order::Column::UpdatedAt, Expr::value(now()))
+        .col_expr(order::Column::UpdatedAt, Expr::value(at))
         .filter(order::Column::Id.eq(id))
         .filter(order::Column::Status.is_in(from.iter().copied()));
     if let Some(reason) = reason {
@@ -216,14 +229,27 @@ pub async fn mark_pending(
     version: Option<i64>,
     warehouses: &[String],
 ) -> Result<bool, DbErr> {
+    mark_pending_at(db, id, version, warehouses, now()).await
+}
+
+/// [`mark_pending`], stamping `updated_at` with `at` (so that the caller knows the row
+/// it wrote without reading it back).
+pub async fn mark_pending_at(
+    db: &DatabaseConnection,
+    id: &str,
+    version: Option<i64>,
+    warehouses: &[String],
+    at: DateTime<Utc>,
+) -> Result<bool, DbErr> {
     let txn = db.begin().await?;
-    if !transition(
+    if !transition_at(
         &txn,
         id,
         &[Status::Creating],
         version,
         Status::Pending,
         None,
+        at,
     )
     .await?
     {

@@ -34,6 +34,11 @@ pub async fn order_snapshots_prices_and_reserves_in_the_nearest_able_warehouse(b
     assert_eq!(order.total_cents, 2 * 150 + 3 * 99);
     assert!(order.cancel_reason.is_empty());
     assert!(order.created_at.is_some() && order.updated_at.is_some());
+    // The answer is the stored order, field for field (the saga does not read it back).
+    assert_eq!(
+        env.get(&env.customer.token, &order.id).await.unwrap(),
+        order
+    );
     assert_eq!(order.items.len(), 2);
     let (a, p) = (&order.items[0], &order.items[1]);
     assert_eq!(
