@@ -71,10 +71,9 @@ pub async fn reserve(
 ) -> Result<reservation::Model> {
     let delivery = validate(&input)?;
     let preferred = input.warehouse_id.as_deref().filter(|w| !w.is_empty());
-    if let Some(existing) = find(db, &input.reservation_id).await? {
-        return same_or_conflict(existing, &input);
-    }
 
+    // A replay is found inside the write transaction: looking first outside it would
+    // spare a replay the write lock, at one more statement for every new reservation.
     let tx = begin_write(db).await?;
     if let Some(existing) = find(&tx, &input.reservation_id).await? {
         tx.rollback().await?;
