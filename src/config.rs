@@ -130,6 +130,8 @@ pub struct Config {
     pub orders: OrdersSettings,
     #[command(flatten)]
     pub gateway: GatewaySettings,
+    #[command(flatten)]
+    pub events: EventsSettings,
 }
 
 /// Listening ports.
@@ -337,6 +339,15 @@ pub struct InventorySettings {
         global = true
     )]
     pub reservation_sweep_ms: u64,
+    /// A product whose available quantity (in one warehouse) falls below this emits a
+    /// `stock.low` event, unless SetLowStockThreshold gave it its own threshold.
+    #[arg(
+        long,
+        env = "STOCKMESH_LOW_STOCK_THRESHOLD",
+        default_value_t = 5,
+        global = true
+    )]
+    pub low_stock_threshold: u64,
 }
 
 /// Orders service settings.
@@ -416,6 +427,61 @@ pub struct GatewaySettings {
         global = true
     )]
     pub trusted_proxies: Vec<String>,
+}
+
+/// Event settings (outbox relay, bus, live feeds; see [`crate::events`]).
+#[derive(Debug, Clone, clap::Args)]
+pub struct EventsSettings {
+    /// NATS server(s) of the event bus (`nats://host:4222`, comma-separated for a
+    /// cluster). Unset: events go through an in-process broadcast, which reaches
+    /// watchers in this process only.
+    #[arg(long, env = "STOCKMESH_NATS_URL", global = true)]
+    pub nats_url: Option<String>,
+    /// JetStream stream holding the events (created at start when absent).
+    #[arg(
+        long,
+        env = "STOCKMESH_NATS_STREAM",
+        default_value = "STOCKMESH",
+        global = true
+    )]
+    pub nats_stream: String,
+    /// First token of every event subject: `<prefix>.inventory.stock_changed`, ….
+    #[arg(
+        long,
+        env = "STOCKMESH_NATS_SUBJECT_PREFIX",
+        default_value = "stockmesh",
+        global = true
+    )]
+    pub nats_subject_prefix: String,
+    /// How often the outbox relay looks for unpublished events besides being woken by
+    /// each commit (milliseconds).
+    #[arg(
+        long,
+        env = "STOCKMESH_OUTBOX_POLL_MS",
+        default_value_t = 1000,
+        global = true
+    )]
+    pub outbox_poll_ms: u64,
+    /// Events one watcher may have waiting before it is told it lagged and detached.
+    #[arg(
+        long,
+        env = "STOCKMESH_WATCH_BUFFER",
+        default_value_t = 256,
+        global = true
+    )]
+    pub watch_buffer: usize,
+    /// Recent events each feed keeps so a watcher can resume after one of them.
+    #[arg(
+        long,
+        env = "STOCKMESH_EVENT_RETAIN",
+        default_value_t = 1024,
+        global = true
+    )]
+    pub event_retain: usize,
+    /// The in-process bus of this configuration and its clones (embedded mode): every
+    /// target started from one `Config` shares it, separately built ones do not.
+    #[arg(skip)]
+    pub embedded: crate::events::EmbeddedSlot,
 }
 
 #[derive(Parser)]

@@ -15,6 +15,7 @@ pub mod config;
 pub mod db;
 pub mod discovery;
 pub mod error;
+pub mod events;
 pub mod health;
 pub mod identity;
 pub mod metrics;

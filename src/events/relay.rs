@@ -1,0 +1,168 @@
+//! The outbox relay: publishes committed outbox rows to the bus, in order, and deletes
+//! them once the bus has them.
+//!
+//! Each round claims up to [`BATCH`] rows with a lease ([`outbox::claim`]), publishes them
+//! in `seq` order, deletes the acknowledged ones and gives the rest back. It runs when a
+//! commit wakes it ([`super::Events::committed`]), every `STOCKMESH_OUTBOX_POLL_MS` (rows
+//! of another replica's lapsed claim, rows written while the bus was down), and repeats
+//! while full batches come back. Any number of replicas may run it on one database:
+//! claims never overlap while leases hold, and a row re-published after a lapsed lease is
+//! dropped by the bus (`Nats-Msg-Id`) or by the feeds (event id).
+//!
+//! When publishing fails the relay waits with capped exponential backoff (the schedule of
+//! [`crate::resilience::retry`]) and tries again for ever; rows stay in the table until
+//! the bus has them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sea_orm::DatabaseConnection;
+use tokio::sync::Notify;
+
+use super::bus::Bus;
+use super::{Topic, outbox};
+use crate::resilience::retry::{RetryBackoff, RetrySettings};
+use crate::{Shutdown, Target};
+
+/// Rows claimed and published per round.
+pub const BATCH: u64 = 100;
+/// How long a claim holds: far longer than a batch takes (its PubAcks are bounded by a
+/// few seconds), short enough that rows of a replica that died mid-batch go out soon.
+const LEASE: Duration = Duration::from_secs(30);
+/// First wait after a failed round, and the cap of the doubling waits after that.
+const BACKOFF: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+pub(crate) struct Relay {
+    pub service: Target,
+    pub db: DatabaseConnection,
+    pub bus: Bus,
+    pub wake: Arc<Notify>,
+    pub poll: Duration,
+    pub shutdown: Shutdown,
+}
+
+pub(crate) fn spawn(relay: Relay) {
+    tokio::spawn(async move {
+        let shutdown = relay.shutdown.clone();
+        tokio::select! {
+            () = relay.run() => {}
+            () = shutdown.wait() => {}
+        }
+    });
+}
+
+fn backoff() -> RetryBackoff {
+    RetryBackoff::new(&RetrySettings {
+        max_attempts: u32::MAX,
+        backoff: BACKOFF,
+        max_backoff: BACKOFF_MAX,
+        budget_ratio: 0.0,
+        budget_min_per_sec: 0,
+        buffer_bytes: 0,
+    })
+}
+
+/// Why a round stopped early.
+enum Stop {
+    Db,
+    Bus,
+}
+
+impl Relay {
+    async fn run(self) {
+        let mut failing: Option<RetryBackoff> = None;
+        let mut poll = tokio::time::interval(self.poll);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            match self.round().await {
+                Ok(()) => {
+                    failing = None;
+                    tokio::select! {
+                        () = self.wake.notified() => {}
+                        _ = poll.tick() => self.sample_pending().await,
+                    }
+                }
+                Err(stop) => {
+                    let wait = failing.get_or_insert_with(backoff).next_wait();
+                    if let Stop::Bus = stop {
+                        self.sample_pending().await;
+                    }
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Publishes everything due now, batch after batch.
+    async fn round(&self) -> Result<(), Stop> {
+        let service = self.service;
+        loop {
+            let now = Utc::now();
+            let until = now + LEASE;
+            let rows = outbox::claim(&self.db, now, until, BATCH)
+                .await
+                .map_err(|e| {
+                    tracing::warn!(%service, error = %e, "outbox relay cannot claim rows; retrying");
+                    Stop::Db
+                })?;
+            if rows.is_empty() {
+                return Ok(());
+            }
+            let full = rows.len() as u64 == BATCH;
+            let (rows, events): (Vec<_>, Vec<_>) = rows
+                .into_iter()
+                .filter_map(|r| {
+                    let e = r.event();
+                    if e.is_none() {
+                        tracing::warn!(%service, topic = %r.topic, "outbox row of an unknown topic left in place");
+                    }
+                    Some(r.seq).zip(e)
+                })
+                .unzip();
+            let published = self.bus.publish(&events).await;
+            let done = &rows[..published.acked];
+            let mut by_topic: HashMap<Topic, u64> = HashMap::new();
+            for e in &events[..published.acked] {
+                *by_topic.entry(e.topic).or_default() += 1;
+            }
+            for (topic, n) in by_topic {
+                metrics::counter!("stockmesh_outbox_published_total",
+                    "service" => service.name(), "topic" => topic.label())
+                .increment(n);
+            }
+            if published.duplicates > 0 {
+                metrics::counter!("stockmesh_outbox_duplicates_total", "service" => service.name())
+                    .increment(published.duplicates as u64);
+            }
+            if let Err(e) = outbox::delete(&self.db, done).await {
+                // They go out again once the lease lapses; the bus drops them then.
+                tracing::warn!(%service, error = %e, "cannot delete published outbox rows");
+                return Err(Stop::Db);
+            }
+            if let Some(error) = published.error {
+                metrics::counter!("stockmesh_outbox_publish_errors_total", "service" => service.name())
+                    .increment(1);
+                tracing::warn!(%service, %error, pending = rows.len() - published.acked,
+                    "cannot publish events; they stay in the outbox and are retried");
+                let rest = &rows[published.acked..];
+                if let Err(e) = outbox::unclaim(&self.db, rest, until).await {
+                    tracing::debug!(%service, error = %e, "cannot give back outbox claims; they lapse");
+                }
+                return Err(Stop::Bus);
+            }
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn sample_pending(&self) {
+        if let Ok(n) = outbox::pending(&self.db).await {
+            metrics::gauge!("stockmesh_outbox_pending", "service" => self.service.name())
+                .set(n as f64);
+        }
+    }
+}
