@@ -7,6 +7,10 @@
 //! * [`db_tests!`](crate::db_tests): runs one async test body on both backends. Without
 //!   PostgreSQL the PostgreSQL variant is skipped with a message — except under `CI=true`,
 //!   where it fails loudly.
+//! * [`nats_url`]: the shared NATS (JetStream) server of the event drills, on
+//!   `STOCKMESH_TEST_NATS_URL` (default `nats://127.0.0.1:4222`); like PostgreSQL, missing
+//!   means skipped here and a failure under `CI=true`. Drills use a unique stream name and
+//!   subject prefix per run and delete what they created.
 //! * [`bind`] and [`wait_serving`]: start servers on port 0 and wait for their health to
 //!   say SERVING (a readiness signal, never a sleep).
 
@@ -75,6 +79,29 @@ impl Backend {
             }
         }
     }
+}
+
+/// The shared NATS server for event drills, if it is reachable. Unreachable under
+/// `CI=true` panics: CI must never silently skip the NATS drills.
+pub async fn nats_url() -> Option<String> {
+    let url = std::env::var("STOCKMESH_TEST_NATS_URL")
+        .unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string());
+    let hostport = url.trim_start_matches("nats://").to_string();
+    let ok = matches!(
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::net::TcpStream::connect(hostport.as_str())
+        )
+        .await,
+        Ok(Ok(_))
+    );
+    if !ok && in_ci() {
+        panic!("CI=true but NATS is unreachable at {url}: the NATS drills cannot run");
+    }
+    if !ok {
+        eprintln!("NATS unreachable at {url}: skipping this NATS drill");
+    }
+    ok.then_some(url)
 }
 
 /// A fresh, empty database for one test; removed on drop.

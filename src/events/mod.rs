@@ -271,3 +271,6 @@ impl std::fmt::Debug for Events {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(test)]
+mod tests;
