@@ -10,7 +10,9 @@
 //!   token's `sub`), so many users behind one NAT do not starve each other; anonymous
 //!   callers per client IP ([`crate::client_ip`]: the peer, or the address a trusted proxy
 //!   reports; IPv6 by its /64). Over the limit → [`Error::RateLimited`] with the time until
-//!   the next request would be admitted.
+//!   the next request would be admitted. The limiter holds at most [`MAX_CLIENTS`]
+//!   clients; newcomers beyond that share one bucket until idle ones are pruned
+//!   ([`crate::rate_store`]), so a flood from many addresses cannot grow its memory.
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -18,7 +20,8 @@ use std::num::NonZeroU32;
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota};
+use governor::middleware::NoOpMiddleware;
+use governor::{Quota, RateLimiter};
 use http::HeaderMap;
 use stockmesh::authn::{AuthnError, Verifier};
 use stockmesh::{Config, Target};
@@ -26,6 +29,12 @@ use tonic::Status;
 
 use crate::client_ip::rate_key;
 use crate::error::Error;
+use crate::rate_store::CappedStore;
+
+/// Clients (users and anonymous addresses) the rate limiter keeps state for at once.
+pub const MAX_CLIENTS: usize = 100_000;
+
+type Limiter = RateLimiter<ClientKey, CappedStore<ClientKey>, DefaultClock, NoOpMiddleware>;
 
 /// Who a request is counted against.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -39,7 +48,7 @@ pub enum ClientKey {
 /// The edge checks of one gateway.
 pub struct Edge {
     verifier: Verifier,
-    limiter: Option<DefaultKeyedRateLimiter<ClientKey>>,
+    limiter: Option<Limiter>,
     clock: DefaultClock,
 }
 
@@ -59,7 +68,11 @@ impl Edge {
     pub fn with_verifier(verifier: Verifier, rps: u32, burst: u32) -> Self {
         let limiter = NonZeroU32::new(rps).map(|rps| {
             let burst = NonZeroU32::new(burst).unwrap_or(rps);
-            DefaultKeyedRateLimiter::keyed(Quota::per_second(rps).allow_burst(burst))
+            RateLimiter::new(
+                Quota::per_second(rps).allow_burst(burst),
+                CappedStore::new(MAX_CLIENTS),
+                DefaultClock::default(),
+            )
         });
         Self {
             verifier,

@@ -41,6 +41,7 @@ pub mod error;
 pub mod observe;
 pub mod openapi;
 pub mod ops;
+pub mod rate_store;
 pub mod routes;
 pub mod template;
 pub mod transcode;

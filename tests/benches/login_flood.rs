@@ -129,4 +129,11 @@ async fn main() {
     );
     let _ = child.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(refused, n, "every failed login is refused");
+    assert_eq!(invalid, 1000, "every 50 KB email is INVALID_ARGUMENT");
+    let growth_mb = (after as f64 - idle as f64) / 1024.0;
+    assert!(
+        growth_mb <= 20.0,
+        "auth grew {growth_mb:.1} MB (goal <= 20 MB)"
+    );
 }

@@ -101,16 +101,26 @@ async fn a_restarted_endpoint_gets_calls_at_once_although_its_breaker_opened() {
     })
     .await;
 
-    // A dies: calls keep succeeding on B (a refused connection opens A's breaker for a
-    // minute; the retry goes to B).
-    server_a.stop().await;
+    // A fails every call with UNAVAILABLE while its health still says SERVING: its
+    // breaker opens (for a minute) and calls keep succeeding on B through retries.
+    a.fail_next(u32::MAX);
     for _ in 0..50 {
         call(&mut client).await;
     }
     let before = a.gets();
+    for _ in 0..100 {
+        call(&mut client).await;
+    }
+    assert_eq!(
+        a.gets(),
+        before,
+        "A's breaker is open: a SERVING endpoint that fails gets no calls"
+    );
 
-    // A comes back and says SERVING: its breaker is reset, it takes calls within the bound
-    // — not after the minute-long open period.
+    // A is restarted, healthy, and says SERVING again: its breaker is reset, it takes
+    // calls within the bound — not after the minute-long open period.
+    a.fail_next(0);
+    server_a.stop().await;
     server_a.restart().await;
     let took = call_until(&mut client, BOUND, || a.gets() > before).await;
     println!("restarted endpoint took calls again after {took:?}");

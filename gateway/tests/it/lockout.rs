@@ -181,3 +181,59 @@ pub async fn edge_logins_cannot_lock_out_services_or_admin(backend: Backend) {
     assert_eq!(status, 200);
     assert!(!token.is_empty());
 }
+
+/// Many attacker addresses together exhaust the admin account's per-email cap: clients
+/// that never signed in as the admin must then wait, but the admin's own machine — one
+/// that signed in before — still gets in with the right password.
+pub async fn distributed_guessing_spares_the_admins_known_clients(backend: Backend) {
+    let env = Env::start_tweaked(
+        backend,
+        |c| {
+            c.auth.login_burst = 2;
+            c.auth.login_per_minute = 1;
+        },
+        |c| {
+            c.gateway.trusted_proxies = vec!["127.0.0.1".into()];
+            c.gateway.rate_limit_rps = 0;
+        },
+    )
+    .await;
+    const HOME: &str = "198.51.100.30";
+    let (status, _) = login_as(&env, HOME, TestMesh::ADMIN_EMAIL, TestMesh::ADMIN_PASSWORD).await;
+    assert_eq!(
+        status, 200,
+        "the admin signs in from home before the attack"
+    );
+
+    // 40 addresses × 2 wrong passwords: twice the account's cap of 2 × 10.
+    let mut refused = 0;
+    for host in 1..=40 {
+        let attacker = format!("203.0.113.{host}");
+        for _ in 0..2 {
+            let (status, _) =
+                login_as(&env, &attacker, TestMesh::ADMIN_EMAIL, "wrong-password").await;
+            assert!(status == 401 || status == 429, "{attacker}: {status}");
+            refused += u32::from(status == 429);
+        }
+    }
+    assert!(
+        refused >= 55,
+        "the per-email cap held: {refused} of 80 throttled"
+    );
+
+    let (status, _) = login_as(
+        &env,
+        "198.51.100.99",
+        TestMesh::ADMIN_EMAIL,
+        TestMesh::ADMIN_PASSWORD,
+    )
+    .await;
+    assert_eq!(
+        status, 429,
+        "a client never seen waits while the account is under attack"
+    );
+    let (status, token) =
+        login_as(&env, HOME, TestMesh::ADMIN_EMAIL, TestMesh::ADMIN_PASSWORD).await;
+    assert_eq!(status, 200, "the admin's known client still signs in");
+    assert!(!token.is_empty());
+}

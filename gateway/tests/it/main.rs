@@ -40,4 +40,5 @@ stockmesh::db_tests!(
     health_calls_are_rate_limited,
     trusted_proxies_separate_forwarded_clients,
     edge_logins_cannot_lock_out_services_or_admin,
+    distributed_guessing_spares_the_admins_known_clients,
 );

@@ -9,7 +9,12 @@
 //!   account, never the account for everyone else. A successful login clears its own
 //!   (email, client) entry, so people who type their password right are never throttled.
 //! * per **email**, across clients: [`GLOBAL_FACTOR`] times that, a cap on distributed
-//!   guessing. Only many clients together can reach it.
+//!   guessing. Only many clients together can reach it — and it does not apply to
+//!   **known clients**: an (email, client) pair that signed in successfully before (kept
+//!   in a bounded LRU set, per process). So a botnet guessing the admin's password from a
+//!   thousand addresses shuts out only clients that never signed in as the admin; the
+//!   admin's own machines keep getting in, each still under its own per-(email, client)
+//!   limit. Nobody can make a client known without the password.
 //!
 //! While a limiter refuses, every login for that key — even one with the right password —
 //! is refused with RESOURCE_EXHAUSTED, so a guesser cannot learn that a guess was right.
@@ -114,6 +119,8 @@ pub struct LoginThrottle {
     salt: [u8; 16],
     per_client: Bucket,
     per_email: Bucket,
+    /// (email, client) pairs that signed in successfully: exempt from the per-email cap.
+    known: Mutex<LruCache<Key, ()>>,
 }
 
 /// The client part of a throttle key: IPv6 addresses by their /64 (one subscriber usually
@@ -150,7 +157,12 @@ impl LoginThrottle {
                 Quota::per_minute(global(per_minute)).allow_burst(global(burst)),
                 cap,
             ),
+            known: Mutex::new(LruCache::new(cap)),
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, LruCache<Key, ()>> {
+        self.known.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn key(&self, email: &str, client: Option<IpAddr>) -> Key {
@@ -175,15 +187,17 @@ impl LoginThrottle {
         let pair = self.key(email, client);
         let global = self.key(email, None);
         // The per-client limiter first: a throttled attacker does not also use up the
-        // account's global budget.
+        // account's global budget. A known client neither uses it nor is held by it.
         self.per_client.limiter.check_key(&pair).is_ok()
-            && self.per_email.limiter.check_key(&global).is_ok()
+            && (self.known().get(&pair).is_some()
+                || self.per_email.limiter.check_key(&global).is_ok())
     }
 
-    /// A login succeeded: the (email, client) pair starts afresh.
+    /// A login succeeded: the (email, client) pair starts afresh and is known from now on.
     pub fn succeeded(&self, email: &str, client: Option<IpAddr>) {
         let pair = self.key(email, client_key(client));
         self.per_client.store.lock().pop(&pair);
+        self.known().put(pair, ());
     }
 
     /// Forgets entries that no longer hold anything back.
@@ -192,9 +206,9 @@ impl LoginThrottle {
         self.per_email.limiter.retain_recent();
     }
 
-    /// Entries held (both limiters).
+    /// Entries held (both limiters and the known clients).
     pub fn len(&self) -> usize {
-        self.per_client.store.lock().len() + self.per_email.store.lock().len()
+        self.per_client.store.lock().len() + self.per_email.store.lock().len() + self.known().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -238,16 +252,52 @@ mod tests {
     }
 
     #[test]
-    fn memory_is_capped_and_pruned() {
+    fn known_clients_pass_the_account_cap_new_ones_wait() {
+        let t = LoginThrottle::new(1, 1, 10_000);
+        let home = ip(250);
+        assert!(t.attempt("admin@x.io", home));
+        t.succeeded("admin@x.io", home);
+        // A distributed guess from many addresses uses up the account's cap…
+        let allowed = (0..200u8)
+            .filter(|i| t.attempt("admin@x.io", ip(*i)))
+            .count();
+        assert_eq!(allowed, GLOBAL_FACTOR as usize - 1, "less the one the first sign-in took");
+        assert!(!t.attempt("admin@x.io", ip(251)), "a new client waits");
+        // …but the admin's own machine still gets in, under its own pair limit.
+        assert!(t.attempt("admin@x.io", home));
+        assert!(!t.attempt("admin@x.io", home), "the pair limit still holds");
+        // Being known for one account says nothing about another.
+        let other = (0..200u8).filter(|i| t.attempt("ops@x.io", ip(*i))).count();
+        assert_eq!(other, GLOBAL_FACTOR as usize);
+        assert!(!t.attempt("ops@x.io", home));
+    }
+
+    #[test]
+    fn memory_is_capped() {
         let t = LoginThrottle::new(5, 10, 100);
         for i in 0..10_000 {
-            t.attempt(&format!("user{i}@x.io"), ip(1));
+            let email = format!("user{i}@x.io");
+            t.attempt(&email, ip(1));
+            t.succeeded(&email, ip(1));
         }
-        assert!(t.len() <= 200, "{} entries", t.len());
-        // Entries older than their refill time are indistinguishable from fresh ones; with
-        // 10/min and a burst of 5, a fresh entry is kept; so prune keeps them here.
+        assert!(t.len() <= 300, "{} entries", t.len());
+    }
+
+    #[test]
+    fn prune_forgets_entries_that_hold_nothing_back() {
+        // 600 per minute: an entry is back to a full burst 100 ms after its last attempt.
+        let t = LoginThrottle::new(1, 600, 1000);
+        for i in 0..50 {
+            assert!(t.attempt(&format!("user{i}@x.io"), ip(1)));
+        }
+        assert_eq!(t.len(), 100, "one entry per limiter and email");
         t.prune();
-        assert!(t.len() <= 200);
+        // The per-email entries refill ten times faster and may already be gone.
+        assert!(t.len() >= 50, "the per-client entries are not stale yet");
+        // Not synchronisation: the entries must age past their refill time.
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        t.prune();
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

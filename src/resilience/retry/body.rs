@@ -132,3 +132,70 @@ pub(super) async fn buffer(mut body: Body, limit: usize) -> Result<Buffered, Sta
 pub(super) fn replayable(body: Bytes) -> Body {
     Body::new(Full::new(body))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use futures::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+
+    /// A body fed chunk by chunk through a channel, ending when the sender is dropped.
+    fn streamed() -> (tokio::sync::mpsc::Sender<Bytes>, Body) {
+        let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(64);
+        let frames = tokio_stream::wrappers::ReceiverStream::new(rx)
+            .map(|b| Ok::<_, Status>(http_body::Frame::data(b)));
+        (tx, Body::new(StreamBody::new(frames)))
+    }
+
+    #[tokio::test]
+    async fn a_body_within_the_limit_is_kept_whole() {
+        let (tx, body) = streamed();
+        for i in 0..4u8 {
+            tx.send(Bytes::from(vec![i; 1000])).await.unwrap();
+        }
+        drop(tx);
+        let Buffered::Whole(bytes) = buffer(body, 4096).await.unwrap() else {
+            panic!("4,000 bytes fit a 4,096-byte limit");
+        };
+        assert_eq!(bytes.len(), 4000);
+        assert!(bytes[..1000].iter().all(|b| *b == 0) && bytes[3000..].iter().all(|b| *b == 3));
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_the_rest_streams_through_in_order() {
+        let (tx, body) = streamed();
+        // The sender stays open: buffering must give up at the limit, not wait for the end.
+        for i in 0..3u8 {
+            tx.send(Bytes::from(vec![i; 10_000])).await.unwrap();
+        }
+        let buffered = tokio::time::timeout(Duration::from_secs(5), buffer(body, 16 * 1024))
+            .await
+            .expect("buffer returns once over the limit, before the body ends")
+            .unwrap();
+        let Buffered::Partial(mut rest) = buffered else {
+            panic!("30,000 bytes are over a 16 KiB limit");
+        };
+        let feeder = tokio::spawn(async move {
+            for i in 3..10u8 {
+                tx.send(Bytes::from(vec![i; 10_000])).await.unwrap();
+            }
+        });
+        let mut all = Vec::new();
+        while let Some(frame) = rest.frame().await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                all.extend_from_slice(&data);
+            }
+        }
+        feeder.await.unwrap();
+        assert_eq!(all.len(), 100_000, "nothing lost, nothing doubled");
+        for (i, chunk) in all.chunks(10_000).enumerate() {
+            assert!(
+                chunk.iter().all(|b| usize::from(*b) == i),
+                "chunk {i} in place"
+            );
+        }
+    }
+}
