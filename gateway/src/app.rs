@@ -26,9 +26,9 @@ use std::task::{Context, Poll};
 
 use axum::body::Body;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version, header};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
-use prost_reflect::{DescriptorPool, DynamicMessage};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, Version, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor};
 use stockmesh::client::UpstreamChannel;
 use stockmesh::identity::{CLIENT_IP_HEADER, CLIENT_PROOF_HEADER, ClientAttestor};
 use stockmesh::{Config, Target};
@@ -42,7 +42,7 @@ use crate::edge::Edge;
 use crate::error::Error;
 use crate::observe::{Protocol, RouteLabel, StatusSlot};
 use crate::routes::{Lookup, Route, Routes};
-use crate::{ops, transcode};
+use crate::{ops, transcode, upstream};
 
 /// A gRPC service the gateway answers itself (health, reflection).
 pub type LocalService =
@@ -71,6 +71,8 @@ pub struct State {
     owners: HashMap<String, Target>,
     /// `/pkg.Service/Method` of every method the gateway knows (metric labels).
     grpc_paths: HashSet<String>,
+    /// The proxied services' methods by `/pkg.Service/Method` (Connect).
+    methods: HashMap<String, (Target, MethodDescriptor)>,
     /// Services answered locally, by full name.
     local: HashMap<&'static str, LocalService>,
     pub edge: Edge,
@@ -108,6 +110,7 @@ impl State {
         let mut upstreams = HashMap::new();
         let mut owners = HashMap::new();
         let mut grpc_paths: HashSet<String> = LOCAL_METHODS.iter().map(|m| m.to_string()).collect();
+        let mut methods = HashMap::new();
         for target in Target::SERVICES {
             upstreams.insert(
                 target,
@@ -116,7 +119,9 @@ impl State {
             owners.insert(target.grpc_service().to_string(), target);
             if let Some(svc) = pool.get_service_by_name(target.grpc_service()) {
                 for m in svc.methods() {
-                    grpc_paths.insert(format!("/{}/{}", svc.full_name(), m.name()));
+                    let path = format!("/{}/{}", svc.full_name(), m.name());
+                    grpc_paths.insert(path.clone());
+                    methods.insert(path, (target, m));
                 }
             }
         }
@@ -131,6 +136,7 @@ impl State {
             upstreams,
             owners,
             grpc_paths,
+            methods,
             local,
             edge,
             trusted,
@@ -142,6 +148,11 @@ impl State {
 
     pub fn upstream(&self, target: Target) -> Option<UpstreamChannel> {
         self.upstreams.get(&target).cloned()
+    }
+
+    /// What stamps the client address onto a call the gateway makes itself.
+    pub(crate) fn attest(&self, client: Option<IpAddr>) -> Option<(&ClientAttestor, IpAddr)> {
+        client.map(|ip| (&self.attestor, ip))
     }
 
     /// Routes one request.
@@ -166,10 +177,20 @@ impl State {
                 };
                 (label, resp.map(Body::new))
             }
-            Protocol::Rest => self.rest(req).await,
+            _ => match self.methods.get(req.uri().path()) {
+                Some((target, method)) if crate::connect::is_connect(req.method()) => {
+                    let label = req.uri().path().to_string();
+                    let resp = crate::connect::handle(&self, method, *target, req).await;
+                    (label, resp)
+                }
+                _ => self.rest(req).await,
+            },
         };
         resp.extensions_mut().insert(RouteLabel(label));
-        resp.extensions_mut().insert(protocol);
+        // Connect and REST streams name their own protocol.
+        if resp.extensions().get::<Protocol>().is_none() {
+            resp.extensions_mut().insert(protocol);
+        }
         resp
     }
 
@@ -272,9 +293,23 @@ impl State {
                 return ("unmatched".into(), err.into_rest());
             }
         };
+        let stream = route
+            .method
+            .is_server_streaming()
+            .then(|| crate::streaming::Format::of(req.headers()));
+        let slot = req.extensions().get::<StatusSlot>().cloned();
         let resp = match self.transcode(route, values, req).await {
             Ok(resp) => resp,
-            Err(e) => e.into_rest(),
+            Err(e) => {
+                let code = e.code();
+                let mut resp = e.into_rest();
+                // A stream refused before it began is still counted as that stream.
+                if let (Some(format), Some(slot)) = (stream, slot) {
+                    slot.set(code as i32);
+                    resp.extensions_mut().insert(format.protocol());
+                }
+                resp
+            }
         };
         (route.label.clone(), resp)
     }
@@ -310,18 +345,33 @@ impl State {
             Bytes::new()
         };
 
-        let msg = transcode::request(route, values, parts.uri.query(), &bytes)?;
+        let mut msg = transcode::request(route, values, parts.uri.query(), &bytes)?;
         let Some(channel) = self.upstream(route.target) else {
             return Err(Status::unavailable(format!("no channel to {}", route.target)).into());
         };
-        let reply = unary(
-            channel,
+        if route.method.is_server_streaming() {
+            crate::streaming::resume_from(&mut msg, &parts.headers)?;
+            let req = upstream::request(
+                &route.grpc_path,
+                upstream::rest_metadata(&parts.headers),
+                self.attest(client),
+                transcode::encode_frame(&msg),
+            )?;
+            let reply = upstream::start(channel, req).await?;
+            return Ok(crate::streaming::rest(
+                crate::streaming::Format::of(&parts.headers),
+                route.method.output(),
+                reply.frames,
+                parts.extensions.get::<StatusSlot>().cloned(),
+            ));
+        }
+        let req = upstream::request(
             &route.grpc_path,
-            &parts.headers,
-            client.map(|ip| (&self.attestor, ip)),
+            upstream::rest_metadata(&parts.headers),
+            self.attest(client),
             transcode::encode_frame(&msg),
-        )
-        .await?;
+        )?;
+        let reply = upstream::unary(channel, req).await?;
         let out = DynamicMessage::decode(route.method.output(), reply)
             .map_err(|e| Status::internal(format!("undecodable response from upstream: {e}")))?;
         let json = transcode::response_json(route, &out)?;
@@ -332,64 +382,6 @@ impl State {
         );
         Ok(resp)
     }
-}
-
-/// Makes a unary gRPC call with one encoded frame; returns the response message bytes.
-/// Forwards the caller's `authorization`, `x-request-id` and `grpc-timeout`, and stamps
-/// the client address when `client` is given.
-pub async fn unary(
-    channel: UpstreamChannel,
-    path: &str,
-    incoming: &HeaderMap,
-    client: Option<(&ClientAttestor, IpAddr)>,
-    frame: Bytes,
-) -> Result<Bytes, Status> {
-    let mut req = Request::new(tonic::body::Body::new(Full::new(frame)));
-    *req.method_mut() = Method::POST;
-    *req.version_mut() = Version::HTTP_2;
-    *req.uri_mut() = path
-        .parse()
-        .map_err(|_| Status::internal(format!("bad method path {path}")))?;
-    let headers = req.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/grpc"),
-    );
-    headers.insert(header::TE, HeaderValue::from_static("trailers"));
-    for name in [
-        header::AUTHORIZATION.as_str(),
-        crate::observe::REQUEST_ID,
-        "grpc-timeout",
-    ] {
-        if let Some(v) = incoming.get(name) {
-            headers.insert(name, v.clone());
-        }
-    }
-    if let Some((attestor, ip)) = client {
-        attestor.stamp(ip, headers);
-    }
-    let resp = channel.oneshot(req).await?;
-    if let Some(status) = Status::from_header_map(resp.headers())
-        && status.code() != tonic::Code::Ok
-    {
-        return Err(status);
-    }
-    if resp.status() != StatusCode::OK {
-        return Err(Status::unknown(format!(
-            "upstream answered HTTP {}",
-            resp.status()
-        )));
-    }
-    let collected = resp.into_body().collect().await?;
-    let status = collected
-        .trailers()
-        .and_then(Status::from_header_map)
-        .ok_or_else(|| Status::internal("upstream response without grpc-status"))?;
-    if status.code() != tonic::Code::Ok {
-        return Err(status);
-    }
-    transcode::decode_frame(collected.to_bytes())
-        .ok_or_else(|| Status::internal("upstream response is not one uncompressed message"))
 }
 
 /// The inner service of the gRPC-web translation.

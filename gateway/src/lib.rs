@@ -36,6 +36,7 @@ use tower_http::cors::{AllowHeaders, AllowOrigin, CorsLayer, ExposeHeaders};
 pub mod app;
 pub mod body_cap;
 pub mod client_ip;
+pub mod connect;
 pub mod edge;
 pub mod error;
 pub mod observe;
@@ -43,8 +44,10 @@ pub mod openapi;
 pub mod ops;
 pub mod rate_store;
 pub mod routes;
+pub mod streaming;
 pub mod template;
 pub mod transcode;
+pub mod upstream;
 
 /// How often idle rate-limit buckets are forgotten and histogram upkeep runs.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);

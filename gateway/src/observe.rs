@@ -36,6 +36,12 @@ pub enum Protocol {
     Rest,
     Grpc,
     GrpcWeb,
+    /// The Connect protocol ([`crate::connect`]), unary and streaming.
+    Connect,
+    /// A REST server stream as Server-Sent Events ([`crate::streaming`]).
+    Sse,
+    /// A REST server stream as newline-delimited JSON.
+    Ndjson,
 }
 
 impl Protocol {
@@ -58,6 +64,9 @@ impl Protocol {
             Protocol::Rest => "rest",
             Protocol::Grpc => "grpc",
             Protocol::GrpcWeb => "grpc-web",
+            Protocol::Connect => "connect",
+            Protocol::Sse => "sse",
+            Protocol::Ndjson => "ndjson",
         }
     }
 }
@@ -263,15 +272,16 @@ pub struct StatusSlot(Arc<AtomicI32>);
 impl StatusSlot {
     const UNSET: i32 = -1;
 
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self(Arc::new(AtomicI32::new(Self::UNSET)))
     }
 
-    fn set(&self, code: i32) {
+    /// Records the call's final gRPC code (the last one set wins).
+    pub fn set(&self, code: i32) {
         self.0.store(code, Ordering::Relaxed);
     }
 
-    fn get(&self) -> Option<i32> {
+    pub(crate) fn get(&self) -> Option<i32> {
         let v = self.0.load(Ordering::Relaxed);
         (v != Self::UNSET).then_some(v)
     }

@@ -7,7 +7,8 @@
 //! its full protobuf name, with proto3-JSON types (int64 as strings, Timestamp as
 //! `date-time`, enums by name). Descriptions come from the proto comments. Operations
 //! whose comment says `Access: public` accept a bearer token optionally; all others
-//! require one.
+//! require one. Server-streaming routes document their two stream formats
+//! (`text/event-stream`, `application/x-ndjson`) and the `Last-Event-ID` header.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -17,6 +18,7 @@ use prost_reflect::{
 use serde_json::{Map, Value, json};
 
 use crate::routes::{BodyRule, Route, Routes};
+use crate::streaming::{KEEPALIVE, RESUME_FIELD, STATUS_EVENT};
 
 /// Builds the document.
 pub fn document(pool: &DescriptorPool, routes: &Routes) -> Value {
@@ -269,13 +271,30 @@ impl Generator<'_> {
             Some(f) => self.field_schema(f),
             None => self.message_ref(&output),
         };
+        let ok = if method.is_server_streaming() {
+            if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut)
+                && method.input().get_field_by_name(RESUME_FIELD).is_some()
+            {
+                params.push(json!({
+                    "name": "Last-Event-ID",
+                    "in": "header",
+                    "required": false,
+                    "description": format!("Resume after this event: sets `{RESUME_FIELD}` \
+                        (sent by an EventSource when it reconnects)."),
+                    "schema": {"type": "string"},
+                }));
+            }
+            stream_response(&output, ok_schema)
+        } else {
+            json!({
+                "description": self.comments.message(&output).unwrap_or_else(|| "OK".into()),
+                "content": {"application/json": {"schema": ok_schema}},
+            })
+        };
         op.insert(
             "responses".into(),
             json!({
-                "200": {
-                    "description": self.comments.message(&output).unwrap_or_else(|| "OK".into()),
-                    "content": {"application/json": {"schema": ok_schema}},
-                },
+                "200": ok,
                 "default": {
                     "description": "An error, as google.rpc.Status.",
                     "content": {"application/json": {"schema": reference("google.rpc.Status")}},
@@ -433,6 +452,45 @@ impl Generator<'_> {
     }
 }
 
+/// The 200 response of a server-streaming route: SSE or NDJSON by `Accept`
+/// ([`crate::streaming`]).
+fn stream_response(output: &MessageDescriptor, message: Value) -> Value {
+    let name = output.full_name();
+    json!({
+        "description": format!(
+            "A stream of {name}, open until the server ends it. With `Accept: \
+             text/event-stream`, Server-Sent Events: per message `id: <eventId>` (left out \
+             when empty), `event: {name}` and `data: <the message as JSON>`; at the end \
+             `event: {STATUS_EVENT}` with `data: <google.rpc.Status JSON>` (code 0 when the \
+             stream ended cleanly); a `: ping` comment every {}s while idle. Otherwise \
+             newline-delimited JSON: one `{{\"result\": <message>}}` object per line, and a \
+             last `{{\"error\": <google.rpc.Status>}}` line when the stream ends with an \
+             error. Errors before the first message are ordinary JSON error responses.",
+            KEEPALIVE.as_secs()
+        ),
+        "content": {
+            "text/event-stream": {
+                "schema": {
+                    "type": "string",
+                    "description": format!("SSE events; the data of `{name}` events is:"),
+                    "x-sse-data": message.clone(),
+                },
+                "example": format!("id: 0190a1b2-...\nevent: {name}\ndata: {{...}}\n\n"),
+            },
+            "application/x-ndjson": {
+                "schema": {
+                    "type": "object",
+                    "description": "One line of the stream.",
+                    "properties": {
+                        "result": message,
+                        "error": reference("google.rpc.Status"),
+                    },
+                },
+            },
+        },
+    })
+}
+
 /// The JSON form of well-known types, which is not their message shape.
 fn wkt_schema(m: &MessageDescriptor) -> Option<Value> {
     Some(match m.full_name() {
@@ -539,10 +597,10 @@ pub fn lint(doc: &Value) -> Vec<String> {
                     "{method} {path}: path parameters {b:?} != template {a:?}"
                 ));
             }
-            if op
-                .pointer("/responses/200/content/application~1json/schema")
-                .is_none()
-            {
+            let content = op.pointer("/responses/200/content");
+            let unary = content.and_then(|c| c.pointer("/application~1json/schema"));
+            let stream = content.and_then(|c| c.pointer("/text~1event-stream/schema"));
+            if unary.is_none() && stream.is_none() {
                 problems.push(format!("{method} {path}: no 200 response schema"));
             }
         }
@@ -645,6 +703,61 @@ mod tests {
                 .unwrap()
                 .iter()
                 .any(|v| v == "ORDER_STATUS_PENDING")
+        );
+    }
+
+    #[test]
+    fn streams_document_sse_and_ndjson() {
+        let doc = doc();
+        for (path, name, public) in [
+            (
+                "/v1/stock:watch",
+                "stockmesh.inventory.v1.WatchStockResponse",
+                true,
+            ),
+            (
+                "/v1/orders:watch",
+                "stockmesh.orders.v1.WatchOrdersResponse",
+                false,
+            ),
+        ] {
+            let op = &doc["paths"][path]["get"];
+            let content = &op["responses"]["200"]["content"];
+            assert!(content.get("application/json").is_none(), "{path}");
+            let ndjson = &content["application/x-ndjson"]["schema"]["properties"];
+            assert_eq!(
+                ndjson["result"]["$ref"],
+                format!("#/components/schemas/{name}")
+            );
+            assert!(
+                ndjson["error"]["$ref"]
+                    .as_str()
+                    .unwrap()
+                    .ends_with("google.rpc.Status")
+            );
+            let sse = &content["text/event-stream"];
+            assert!(sse["example"].as_str().unwrap().contains(name), "{sse}");
+            let description = op["responses"]["200"]["description"].as_str().unwrap();
+            assert!(description.contains("event: status"), "{description}");
+            let params = op["parameters"].as_array().unwrap();
+            assert!(
+                params
+                    .iter()
+                    .any(|p| p["name"] == "Last-Event-ID" && p["in"] == "header"),
+                "{params:?}"
+            );
+            assert_eq!(
+                op["security"].as_array().unwrap().len(),
+                if public { 2 } else { 1 }
+            );
+        }
+        let stock = &doc["paths"]["/v1/stock:watch"]["get"]["parameters"];
+        assert!(
+            stock
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "product_ids")
         );
     }
 

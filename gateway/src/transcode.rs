@@ -273,7 +273,11 @@ fn camel_to_snake(path: &str) -> String {
 
 /// Parses `body` as proto3 JSON of `desc`; errors name the offending field, prefixed by
 /// `prefix` (the body field's name when the body is one field).
-fn parse_json(desc: MessageDescriptor, body: &[u8], prefix: &str) -> Result<DynamicMessage, Error> {
+pub(crate) fn parse_json(
+    desc: MessageDescriptor,
+    body: &[u8],
+    prefix: &str,
+) -> Result<DynamicMessage, Error> {
     let mut de = serde_json::Deserializer::from_slice(body);
     let mut track = serde_path_to_error::Track::new();
     let result = {
@@ -478,6 +482,18 @@ mod tests {
                 vec!["o1"],
             ),
             (Method::GET, "/v1/auth/profile", "GetProfile", vec![]),
+            // Custom verbs on a literal segment, next to the routes they must not shadow.
+            (Method::GET, "/v1/stock:watch", "WatchStock", vec![]),
+            (Method::GET, "/v1/stock/p1", "GetStock", vec!["p1"]),
+            (Method::GET, "/v1/orders:watch", "WatchOrders", vec![]),
+            (Method::GET, "/v1/orders", "ListOrders", vec![]),
+            (Method::GET, "/v1/orders/o1", "GetOrder", vec!["o1"]),
+            (
+                Method::POST,
+                "/v1/stock/p1:setLowStockThreshold",
+                "SetLowStockThreshold",
+                vec!["p1"],
+            ),
             (
                 Method::PATCH,
                 "/v1/users/u1/role",
@@ -527,6 +543,22 @@ mod tests {
             Value::String("red shoe".into())
         );
         assert_eq!(field(&msg, "supplier_id"), Value::String("s1".into()));
+    }
+
+    #[test]
+    fn watch_requests_from_the_query() {
+        let msg = build(
+            Method::GET,
+            "/v1/stock:watch?productIds=a&product_ids=b&afterEventId=e1",
+            "",
+        )
+        .unwrap();
+        assert_eq!(to_json(&msg)["productIds"], serde_json::json!(["a", "b"]));
+        assert_eq!(field(&msg, "after_event_id"), Value::String("e1".into()));
+        assert!(matches!(
+            routes().1.find(&Method::POST, "/v1/stock:watch"),
+            Lookup::MethodNotAllowed(_)
+        ));
     }
 
     #[test]
