@@ -1,16 +1,21 @@
 //! The gRPC surface: thin handlers that authenticate and authorise the caller, decode the
 //! request, call the domain module and encode the answer. Access rules (API.md):
 //! warehouse reads and ListMeasurements need a signed-in caller; warehouse writes,
-//! Restock, AdjustStock and RecordMeasurement need OPERATOR or ADMIN; GetStock is public;
+//! Restock, AdjustStock, SetLowStockThreshold and RecordMeasurement need OPERATOR or
+//! ADMIN; GetStock and WatchStock are public;
 //! Reserve, CommitReservation and ReleaseReservation are internal (service identities and
 //! ADMIN); GetReservation is internal or OPERATOR+. The caller is checked before the
 //! request is validated, so an unauthorised caller learns nothing from error messages.
+//!
+//! Every handler whose call may have committed events tells the outbox relay
+//! ([`Events::committed`]) once the domain returned.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
 use stockmesh::authn::{Caller, Role, Verifier};
+use stockmesh::events::{Events, Topic};
 use stockmesh::pagination::Page;
 use stockmesh::proto::inventory::v1 as pb;
 use stockmesh::proto::inventory::v1::inventory_service_server::InventoryService;
@@ -25,6 +30,7 @@ use crate::measurements::{self, Filters, NewMeasurement};
 use crate::reservations::{self, ReserveInput};
 use crate::stock::{self, StockChange, StockView};
 use crate::warehouses::{self, WarehouseFields};
+use crate::{thresholds, watch};
 
 /// The InventoryService implementation.
 #[derive(Clone)]
@@ -33,6 +39,9 @@ pub struct InventoryApi {
     verifier: Verifier,
     catalog: Arc<Catalog>,
     reservation_ttl: Duration,
+    events: Events,
+    /// `STOCKMESH_LOW_STOCK_THRESHOLD`, for products without their own.
+    default_threshold: i64,
 }
 
 impl InventoryApi {
@@ -41,13 +50,23 @@ impl InventoryApi {
         verifier: Verifier,
         catalog: Arc<Catalog>,
         reservation_ttl: Duration,
+        events: Events,
+        default_threshold: i64,
     ) -> Self {
         Self {
             db,
             verifier,
             catalog,
             reservation_ttl,
+            events,
+            default_threshold,
         }
+    }
+
+    /// Tells the relay that events may have committed; passes `result` through.
+    fn committed<T>(&self, result: T) -> T {
+        self.events.committed();
+        result
     }
 
     async fn staff<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
@@ -140,7 +159,7 @@ impl InventoryService for InventoryApi {
         self.verifier.optional_caller(&request).await?;
         let product_id = request.into_inner().product_id;
         stock::require_key("product_id", &product_id)?;
-        let view = stock::get(&self.db, &product_id)
+        let view = stock::get(&self.db, &product_id, self.default_threshold)
             .await
             .map_err(Status::from)?;
         Ok(Response::new(pb::GetStockResponse {
@@ -162,7 +181,8 @@ impl InventoryService for InventoryApi {
             delta: r.quantity,
             reason: String::new(),
         };
-        let view = stock::restock(&self.db, &self.catalog, change).await?;
+        let view = stock::restock(&self.db, &self.catalog, change, self.default_threshold).await?;
+        self.committed(());
         Ok(Response::new(pb::RestockResponse {
             stock: Some(stock_pb(view)),
         }))
@@ -182,7 +202,8 @@ impl InventoryService for InventoryApi {
             delta: r.delta,
             reason: r.reason,
         };
-        let view = stock::adjust(&self.db, change).await?;
+        let view = stock::adjust(&self.db, change, self.default_threshold).await?;
+        self.committed(());
         Ok(Response::new(pb::AdjustStockResponse {
             stock: Some(stock_pb(view)),
         }))
@@ -202,7 +223,14 @@ impl InventoryService for InventoryApi {
             latitude: r.latitude,
             longitude: r.longitude,
         };
-        let res = reservations::reserve(&self.db, self.reservation_ttl, input).await?;
+        let res = reservations::reserve(
+            &self.db,
+            self.reservation_ttl,
+            input,
+            self.default_threshold,
+        )
+        .await?;
+        self.committed(());
         Ok(Response::new(pb::ReserveResponse {
             reservation: Some(reservation_pb(res)),
         }))
@@ -214,6 +242,7 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<pb::CommitReservationResponse>, Status> {
         self.service(&request).await?;
         let res = reservations::commit(&self.db, &request.into_inner().reservation_id).await?;
+        self.committed(());
         Ok(Response::new(pb::CommitReservationResponse {
             reservation: Some(reservation_pb(res)),
         }))
@@ -225,6 +254,7 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<pb::ReleaseReservationResponse>, Status> {
         self.service(&request).await?;
         let res = reservations::release(&self.db, &request.into_inner().reservation_id).await?;
+        self.committed(());
         Ok(Response::new(pb::ReleaseReservationResponse {
             reservation: Some(reservation_pb(res)),
         }))
@@ -286,6 +316,39 @@ impl InventoryService for InventoryApi {
             next_page_token,
         }))
     }
+
+    type WatchStockStream = watch::WatchStockStream;
+
+    async fn watch_stock(
+        &self,
+        request: Request<pb::WatchStockRequest>,
+    ) -> Result<Response<Self::WatchStockStream>, Status> {
+        // Public, but a token that is present must be valid.
+        self.verifier.optional_caller(&request).await?;
+        let r = request.into_inner();
+        let product_ids = watch::validate(r.product_ids)?;
+        let stream = watch::open(
+            self.db.clone(),
+            &self.events.feed(Topic::StockChanged),
+            product_ids,
+            &r.after_event_id,
+            self.default_threshold,
+        )
+        .await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn set_low_stock_threshold(
+        &self,
+        request: Request<pb::SetLowStockThresholdRequest>,
+    ) -> Result<Response<pb::SetLowStockThresholdResponse>, Status> {
+        self.staff(&request).await?;
+        let r = request.into_inner();
+        let view = thresholds::set(&self.db, &self.catalog, &r.product_id, r.threshold).await?;
+        Ok(Response::new(pb::SetLowStockThresholdResponse {
+            stock: Some(stock_pb(view)),
+        }))
+    }
 }
 
 // === encoding ===
@@ -311,6 +374,7 @@ fn stock_pb(v: StockView) -> pb::Stock {
         total_on_hand,
         total_reserved,
         total_available: total_on_hand - total_reserved,
+        low_stock_threshold: v.low_stock_threshold,
         warehouses: v
             .warehouses
             .into_iter()

@@ -10,7 +10,7 @@ use tonic::Status;
 pub enum Error {
     /// A request field is missing or out of range (INVALID_ARGUMENT naming the field).
     #[error("{field}: {why}")]
-    Invalid { field: &'static str, why: String },
+    Invalid { field: String, why: String },
     /// The named thing does not exist.
     #[error("{0}")]
     NotFound(String),
@@ -35,9 +35,9 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub fn invalid(field: &'static str, why: impl Into<String>) -> Self {
+    pub fn invalid(field: impl Into<String>, why: impl Into<String>) -> Self {
         Error::Invalid {
-            field,
+            field: field.into(),
             why: why.into(),
         }
     }
@@ -46,7 +46,7 @@ impl Error {
 impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
-            Error::Invalid { field, why } => stockmesh::error::invalid_field(field, why),
+            Error::Invalid { field, why } => stockmesh::error::invalid_field(&field, why),
             Error::NotFound(m) => Status::not_found(m),
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),

@@ -18,15 +18,20 @@
 //! 0, no product), so that a Reserve of that id landing late (after its caller gave up and
 //! compensated) reserves nothing and answers RELEASED; see [`reservations`].
 //!
+//! Every stock change writes its events (`StockChanged`, `StockLow`) into the outbox in
+//! its own transaction ([`events`]); [`watch`] serves WatchStock from the feed.
+//!
 //! Modules: [`api`] (thin gRPC handlers), [`warehouses`], [`stock`], [`reservations`],
 //! [`geo`] (which warehouse serves a reservation), [`measurements`], [`catalog`]
-//! (ProductService lookups), [`sweeper`] (reservation expiry), [`txn`], [`entity`],
-//! [`migration`], [`error`].
+//! (ProductService lookups), [`sweeper`] (reservation expiry), [`events`] (what changes
+//! publish), [`thresholds`] (low-stock thresholds), [`watch`] (WatchStock), [`txn`],
+//! [`entity`], [`migration`], [`error`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use stockmesh::authn::{RemoteJwks, Verifier};
+use stockmesh::events::Events;
 use stockmesh::proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use stockmesh::server::GrpcServer;
 use stockmesh::{Config, Shutdown, Target, client};
@@ -36,19 +41,22 @@ pub mod api;
 pub mod catalog;
 pub mod entity;
 pub mod error;
+pub mod events;
 pub mod geo;
 pub mod measurements;
 pub mod migration;
 pub mod reservations;
 pub mod stock;
 pub mod sweeper;
+pub mod thresholds;
 pub mod txn;
 pub mod warehouses;
+pub mod watch;
 
 pub use migration::Migrator;
 
 /// Runs the inventory gRPC server on `listener` until `shutdown`: migrations first, then
-/// the expiry sweeper, then SERVING.
+/// the events (outbox relay and feeds), the expiry sweeper, then SERVING.
 pub async fn serve(
     config: Arc<Config>,
     listener: TcpListener,
@@ -67,17 +75,23 @@ pub async fn serve(
         Target::Inventory,
         Target::Products,
     )?));
+    // A child token: the relay and feeds stop with the service (ending Watch streams
+    // with UNAVAILABLE), not with a sibling's failure.
+    let events = Events::start(&config, target, db.clone(), shutdown.child()).await?;
     let api = api::InventoryApi::new(
         db.clone(),
         verifier,
         catalog,
         Duration::from_secs(config.inventory.reservation_ttl_secs),
+        events.clone(),
+        thresholds::default_from(config.inventory.low_stock_threshold),
     );
     // A child token: stopped with the service, and also alone if the server fails
     // (without stopping other services sharing `shutdown` in `stockmesh up`).
     let stop_sweeper = shutdown.child();
     let sweeper = sweeper::spawn(
         db.clone(),
+        events,
         Duration::from_millis(config.inventory.reservation_sweep_ms),
         stop_sweeper.clone(),
     );

@@ -32,24 +32,41 @@
 //! on it: if the Reserve wins, the Release's insert fails and the Release then releases
 //! the new reservation; if the tombstone wins, the Reserve's insert fails, its stock
 //! update rolls back, and it returns the tombstone. Either way no stock stays reserved.
+//!
+//! Events: every stock update here returns the row as it left it (`RETURNING`), and the
+//! same transaction writes its `StockChanged` (cause RESERVATION, COMMIT, RELEASE or
+//! EXPIRY, cause_id the reservation id); a Reserve that takes the product's total available
+//! below its threshold also writes a `StockLow`. The Reserve's update returns, besides the
+//! row, the product's threshold and the available units of its other warehouses, as
+//! sub-selects of the same statement, so the crossing check costs no statement. The
+//! other warehouses are read as of the statement (exact on SQLite, whose writers are
+//! serialised; on PostgreSQL a concurrent change of another warehouse of the same product
+//! may be missed, so two racing Reserves may both, or neither, report the crossing).
+//! Replays, refusals and tombstones move no stock and write no event.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use sea_orm::sea_query::{
     Alias, CommonTableExpression, Expr, ExprTrait, LockBehavior, LockType, Query, SelectStatement,
-    WithClause,
+    SubQueryStatement, WithClause,
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, QueryTrait, Set,
 };
 
+use chrono::{DateTime, Utc};
+use sea_orm::QueryResult;
+use stockmesh::proto::inventory::v1::StockChangeCause;
+
 use crate::entity::reservation::{self, Status};
 use crate::entity::{stock, warehouse};
 use crate::error::{Error, Result};
+use crate::events::{self, Cause, RowAfter};
 use crate::geo::{self, Candidate};
 use crate::stock::{MAX_QUANTITY, require_key};
+use crate::thresholds;
 use crate::txn::{begin_write, now};
 
 /// A Reserve request, decoded.
@@ -68,6 +85,7 @@ pub async fn reserve(
     db: &DatabaseConnection,
     ttl: Duration,
     input: ReserveInput,
+    default_threshold: i64,
 ) -> Result<reservation::Model> {
     let delivery = validate(&input)?;
     let preferred = input.warehouse_id.as_deref().filter(|w| !w.is_empty());
@@ -89,10 +107,14 @@ pub async fn reserve(
         + chrono::Duration::from_std(ttl)
             .map_err(|e| Error::Internal(format!("reservation TTL out of range: {e}")))?;
     for warehouse_id in order {
-        let taken = stock::Entity::update_many()
+        let mut take = stock::Entity::update_many()
             .col_expr(
                 stock::Column::Reserved,
                 Expr::col(stock::Column::Reserved).add(input.quantity),
+            )
+            .col_expr(
+                stock::Column::Version,
+                Expr::col(stock::Column::Version).add(1i64),
             )
             .col_expr(stock::Column::UpdatedAt, Expr::value(at))
             .filter(stock::Column::ProductId.eq(input.product_id.as_str()))
@@ -102,12 +124,23 @@ pub async fn reserve(
                     .sub(Expr::col(stock::Column::Reserved))
                     .gte(input.quantity),
             )
-            .exec(&tx)
-            .await?;
-        if taken.rows_affected == 0 {
+            .into_query();
+        take.returning(Query::returning().exprs([
+            Expr::col(stock::Column::OnHand),
+            Expr::col(stock::Column::Reserved),
+            Expr::col(stock::Column::Version),
+            thresholds::sub_select(&input.product_id),
+            others_available(&input.product_id, &warehouse_id),
+        ]));
+        let Some(taken) = tx.query_one(&take).await? else {
             // Taken by a concurrent reserve since we read it: try the next one.
             continue;
-        }
+        };
+        let row_after = row_after(&taken, &input.product_id, &warehouse_id)?;
+        let threshold = taken
+            .try_get_by_index::<Option<i64>>(3)?
+            .unwrap_or(default_threshold);
+        let others = taken.try_get_by_index::<i64>(4)?;
         let row = reservation::ActiveModel {
             reservation_id: Set(input.reservation_id.clone()),
             product_id: Set(Some(input.product_id.clone())),
@@ -120,6 +153,21 @@ pub async fn reserve(
         };
         return match row.insert(&tx).await {
             Ok(model) => {
+                let cause = Cause {
+                    kind: StockChangeCause::Reservation,
+                    id: &input.reservation_id,
+                };
+                let event_id = events::changed(&tx, at, &row_after, cause).await?;
+                let after = others + row_after.on_hand - row_after.reserved;
+                events::low_if_crossed(
+                    &tx,
+                    at,
+                    &input.product_id,
+                    (after + input.quantity, after),
+                    threshold,
+                    &event_id,
+                )
+                .await?;
                 tx.commit().await?;
                 Ok(model)
             }
@@ -143,6 +191,42 @@ pub async fn reserve(
         return same_or_conflict(existing, &input);
     }
     Err(short(db, &input).await?)
+}
+
+/// `(SELECT available units of the product's other warehouses)`, for the Reserve's
+/// `RETURNING`: the row being updated is left out, so both databases agree whatever a
+/// sub-select there sees of the statement's own change.
+fn others_available(product_id: &str, warehouse_id: &str) -> Expr {
+    let others = Alias::new("others");
+    let select = Query::select()
+        .expr(Expr::cust(
+            "CAST(COALESCE(SUM(others.on_hand - others.reserved), 0) AS BIGINT)",
+        ))
+        .from_as(stock::Entity, others.clone())
+        .and_where(Expr::col((others.clone(), stock::Column::ProductId)).eq(product_id))
+        .and_where(Expr::col((others, stock::Column::WarehouseId)).ne(warehouse_id))
+        .to_owned();
+    Expr::from(SubQueryStatement::from(select))
+}
+
+/// The row a stock update `RETURNING on_hand, reserved, version, …` left.
+fn row_after(row: &QueryResult, product_id: &str, warehouse_id: &str) -> Result<RowAfter> {
+    Ok(RowAfter {
+        product_id: product_id.to_string(),
+        warehouse_id: warehouse_id.to_string(),
+        on_hand: row.try_get_by_index(0)?,
+        reserved: row.try_get_by_index(1)?,
+        version: row.try_get_by_index(2)?,
+    })
+}
+
+/// `RETURNING on_hand, reserved, version` of a stock update.
+fn returning_row() -> sea_orm::sea_query::ReturningClause {
+    Query::returning().columns([
+        stock::Column::OnHand,
+        stock::Column::Reserved,
+        stock::Column::Version,
+    ])
 }
 
 /// Delivery point, when both coordinates are given and valid.
@@ -348,7 +432,8 @@ pub async fn expire_batch(db: &DatabaseConnection, batch: u64) -> Result<Vec<res
         .from_raw_sql(stmt)
         .all(&tx)
         .await?;
-    let mut units: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    // Per stock row, its expired reservations in a fixed order and their units.
+    let mut units: BTreeMap<(&str, &str), (i64, Vec<&reservation::Model>)> = BTreeMap::new();
     for r in &expired {
         let (Some(product_id), Some(warehouse_id)) =
             (r.product_id.as_deref(), r.warehouse_id.as_deref())
@@ -359,34 +444,71 @@ pub async fn expire_batch(db: &DatabaseConnection, batch: u64) -> Result<Vec<res
                 r.reservation_id
             )));
         };
-        let total = units.entry((product_id, warehouse_id)).or_default();
+        let (total, of_row) = units.entry((product_id, warehouse_id)).or_default();
         *total = total.checked_add(r.quantity).ok_or_else(|| {
             Error::Internal(format!(
                 "units expiring of product {product_id} in warehouse {warehouse_id} overflow"
             ))
         })?;
+        of_row.push(r);
     }
-    for ((product_id, warehouse_id), q) in units {
-        let changed = stock::Entity::update_many()
+    for ((product_id, warehouse_id), (q, of_row)) in units {
+        let n = i64::try_from(of_row.len()).unwrap_or(i64::MAX);
+        // One version per expired reservation: each gets an event of its own.
+        let mut update = stock::Entity::update_many()
             .col_expr(
                 stock::Column::Reserved,
                 Expr::col(stock::Column::Reserved).sub(q),
+            )
+            .col_expr(
+                stock::Column::Version,
+                Expr::col(stock::Column::Version).add(n),
             )
             .col_expr(stock::Column::UpdatedAt, Expr::value(at))
             .filter(stock::Column::ProductId.eq(product_id))
             .filter(stock::Column::WarehouseId.eq(warehouse_id))
             .filter(stock::Column::Reserved.gte(q))
-            .exec(&tx)
-            .await?;
-        if changed.rows_affected != 1 {
+            .into_query();
+        update.returning(returning_row());
+        let Some(changed) = tx.query_one(&update).await? else {
             tx.rollback().await?;
             return Err(Error::Internal(format!(
                 "expired reservations hold {q} units of product {product_id} in warehouse {warehouse_id} that its stock row does not have reserved"
             )));
-        }
+        };
+        let last = row_after(&changed, product_id, warehouse_id)?;
+        expiry_events(&tx, at, &last, &of_row).await?;
     }
     tx.commit().await?;
     Ok(expired)
+}
+
+/// One `StockChanged` per reservation of `of_row` (expired together, in this order),
+/// each with the row as if they had expired one after the other: `last` is the row
+/// after all of them.
+async fn expiry_events(
+    tx: &impl ConnectionTrait,
+    at: DateTime<Utc>,
+    last: &RowAfter,
+    of_row: &[&reservation::Model],
+) -> Result<()> {
+    // Units of the reservations after the i-th, still reserved "after" it.
+    let mut still_reserved: i64 = of_row.iter().map(|r| r.quantity).sum();
+    let n = of_row.len() as i64;
+    for (i, r) in of_row.iter().enumerate() {
+        still_reserved -= r.quantity;
+        let row = RowAfter {
+            reserved: last.reserved + still_reserved,
+            version: last.version - (n - 1 - i as i64),
+            ..last.clone()
+        };
+        let cause = Cause {
+            kind: StockChangeCause::Expiry,
+            id: &r.reservation_id,
+        };
+        events::changed(tx, at, &row, cause).await?;
+    }
+    Ok(())
 }
 
 /// Name of the common table expression holding the rows a sweep picked.
@@ -504,6 +626,10 @@ async fn move_reserved(
             stock::Column::Reserved,
             Expr::col(stock::Column::Reserved).sub(q),
         )
+        .col_expr(
+            stock::Column::Version,
+            Expr::col(stock::Column::Version).add(1i64),
+        )
         .col_expr(stock::Column::UpdatedAt, Expr::value(r.updated_at));
     if to == Status::Committed {
         update = update.col_expr(
@@ -511,18 +637,30 @@ async fn move_reserved(
             Expr::col(stock::Column::OnHand).sub(q),
         );
     }
-    let changed = update
+    let mut update = update
         .filter(stock::Column::ProductId.eq(product_id))
         .filter(stock::Column::WarehouseId.eq(warehouse_id))
         .filter(stock::Column::Reserved.gte(q))
-        .exec(&tx)
-        .await?;
-    if changed.rows_affected != 1 {
+        .into_query();
+    update.returning(returning_row());
+    let Some(changed) = tx.query_one(&update).await? else {
         tx.rollback().await?;
         return Err(Error::Internal(format!(
             "reservation {reservation_id} holds {q} units its stock row does not have reserved"
         )));
-    }
+    };
+    let row = row_after(&changed, product_id, warehouse_id)?;
+    let kind = match to {
+        Status::Committed => StockChangeCause::Commit,
+        Status::Released => StockChangeCause::Release,
+        Status::Expired | Status::Reserved => StockChangeCause::Expiry,
+    };
+    let cause = Cause {
+        kind,
+        id: reservation_id,
+    };
+    // Commit, release and expiry leave available as it was or raise it: never low.
+    events::changed(&tx, r.updated_at, &row, cause).await?;
     tx.commit().await?;
     Ok(Some(r))
 }

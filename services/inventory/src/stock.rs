@@ -8,6 +8,11 @@
 //! already names another request). A concurrent duplicate that slips past the first
 //! lookup loses on the primary key, rolls its whole transaction back and answers as a
 //! replay.
+//!
+//! Events: the transaction of a change also writes its `StockChanged` (cause RESTOCK or
+//! ADJUSTMENT, cause_id the request_id) and, when an adjustment takes the product's total
+//! available below its threshold, a `StockLow` (see [`crate::events`]). A replay writes
+//! nothing.
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
@@ -16,10 +21,14 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
+use stockmesh::proto::inventory::v1::StockChangeCause;
+
 use crate::catalog::Catalog;
 use crate::entity::stock;
 use crate::entity::stock_request::{self, RequestKind};
 use crate::error::{Error, Result};
+use crate::events::{self, Cause, RowAfter};
+use crate::thresholds;
 use crate::txn::{begin_write, now};
 use crate::warehouses;
 
@@ -35,6 +44,10 @@ const MAX_REASON: usize = 500;
 pub struct StockView {
     pub product_id: String,
     pub warehouses: Vec<WarehouseStock>,
+    /// The product's low-stock threshold now (not part of a stored response: a replay
+    /// answers with the current one).
+    #[serde(skip)]
+    pub low_stock_threshold: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +55,10 @@ pub struct WarehouseStock {
     pub warehouse_id: String,
     pub on_hand: i64,
     pub reserved: i64,
+    /// The row's change counter (see the `stock_events` migration); not stored in
+    /// responses.
+    #[serde(skip)]
+    pub version: i64,
 }
 
 impl StockView {
@@ -75,8 +92,20 @@ pub fn require_key(field: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
-/// The stock of `product_id` (no rows, all zeros, when never stocked).
-pub async fn get(db: &impl ConnectionTrait, product_id: &str) -> Result<StockView> {
+/// The stock of `product_id` (no rows, all zeros, when never stocked) with its
+/// low-stock threshold (its own, else `default_threshold`).
+pub async fn get(
+    db: &impl ConnectionTrait,
+    product_id: &str,
+    default_threshold: i64,
+) -> Result<StockView> {
+    let mut view = rows(db, product_id).await?;
+    view.low_stock_threshold = thresholds::of(db, product_id, default_threshold).await?;
+    Ok(view)
+}
+
+/// The stock rows of `product_id`, by warehouse id (threshold left 0).
+pub async fn rows(db: &impl ConnectionTrait, product_id: &str) -> Result<StockView> {
     let rows = stock::Entity::find()
         .filter(stock::Column::ProductId.eq(product_id))
         .order_by_asc(stock::Column::WarehouseId)
@@ -90,8 +119,10 @@ pub async fn get(db: &impl ConnectionTrait, product_id: &str) -> Result<StockVie
                 warehouse_id: r.warehouse_id,
                 on_hand: r.on_hand,
                 reserved: r.reserved,
+                version: r.version,
             })
             .collect(),
+        low_stock_threshold: 0,
     })
 }
 
@@ -101,24 +132,29 @@ pub async fn restock(
     db: &DatabaseConnection,
     catalog: &Catalog,
     change: StockChange,
+    default_threshold: i64,
 ) -> Result<StockView> {
     validate(&change)?;
     if let Some(prev) = find_request(db, &change.request_id).await? {
-        return replay(prev, &change);
+        return replayed(db, prev, &change, default_threshold).await;
     }
     warehouses::find(db, &change.warehouse_id).await?;
     catalog.require_product(&change.product_id).await?;
-    apply(db, change).await
+    apply(db, change, default_threshold).await
 }
 
 /// AdjustStock: a signed correction of `on_hand` that never takes it below `reserved`.
-pub async fn adjust(db: &DatabaseConnection, change: StockChange) -> Result<StockView> {
+pub async fn adjust(
+    db: &DatabaseConnection,
+    change: StockChange,
+    default_threshold: i64,
+) -> Result<StockView> {
     validate(&change)?;
     if let Some(prev) = find_request(db, &change.request_id).await? {
-        return replay(prev, &change);
+        return replayed(db, prev, &change, default_threshold).await;
     }
     warehouses::find(db, &change.warehouse_id).await?;
-    apply(db, change).await
+    apply(db, change, default_threshold).await
 }
 
 fn validate(c: &StockChange) -> Result<()> {
@@ -170,6 +206,18 @@ async fn find_request(
         .await?)
 }
 
+/// [`replay`] with the product's current threshold.
+async fn replayed(
+    db: &impl ConnectionTrait,
+    prev: stock_request::Model,
+    change: &StockChange,
+    default_threshold: i64,
+) -> Result<StockView> {
+    let mut view = replay(prev, change)?;
+    view.low_stock_threshold = thresholds::of(db, &view.product_id, default_threshold).await?;
+    Ok(view)
+}
+
 /// The first response for a replayed request, or ALREADY_EXISTS when the key was used
 /// for something else.
 fn replay(prev: stock_request::Model, change: &StockChange) -> Result<StockView> {
@@ -192,14 +240,19 @@ fn replay(prev: stock_request::Model, change: &StockChange) -> Result<StockView>
         .map_err(|e| Error::Internal(format!("stored result of request {}: {e}", prev.request_id)))
 }
 
-/// Moves the stock and records the request, atomically.
-async fn apply(db: &DatabaseConnection, change: StockChange) -> Result<StockView> {
+/// Moves the stock and records the request and its events, atomically.
+async fn apply(
+    db: &DatabaseConnection,
+    change: StockChange,
+    default_threshold: i64,
+) -> Result<StockView> {
     let tx = begin_write(db).await?;
     // Authoritative on SQLite (writers are serialised); on PostgreSQL a concurrent first
     // call is caught by the primary key below.
     if let Some(prev) = find_request(&tx, &change.request_id).await? {
+        let view = replayed(&tx, prev, &change, default_threshold).await;
         tx.rollback().await?;
-        return replay(prev, &change);
+        return view;
     }
     let at = now();
     if change.delta > 0 {
@@ -208,6 +261,7 @@ async fn apply(db: &DatabaseConnection, change: StockChange) -> Result<StockView
             warehouse_id: Set(change.warehouse_id.clone()),
             on_hand: Set(change.delta),
             reserved: Set(0),
+            version: Set(1),
             updated_at: Set(at),
         };
         stock::Entity::insert(row)
@@ -216,6 +270,10 @@ async fn apply(db: &DatabaseConnection, change: StockChange) -> Result<StockView
                     .value(
                         stock::Column::OnHand,
                         Expr::col((stock::Entity, stock::Column::OnHand)).add(change.delta),
+                    )
+                    .value(
+                        stock::Column::Version,
+                        Expr::col((stock::Entity, stock::Column::Version)).add(1i64),
                     )
                     .update_column(stock::Column::UpdatedAt)
                     .to_owned(),
@@ -229,6 +287,10 @@ async fn apply(db: &DatabaseConnection, change: StockChange) -> Result<StockView
             .col_expr(
                 stock::Column::OnHand,
                 Expr::col(stock::Column::OnHand).add(change.delta),
+            )
+            .col_expr(
+                stock::Column::Version,
+                Expr::col(stock::Column::Version).add(1i64),
             )
             .col_expr(stock::Column::UpdatedAt, Expr::value(at))
             .filter(stock::Column::ProductId.eq(change.product_id.as_str()))
@@ -253,7 +315,8 @@ async fn apply(db: &DatabaseConnection, change: StockChange) -> Result<StockView
             )));
         }
     }
-    let view = get(&tx, &change.product_id).await?;
+    // The answer needs this read anyway; it also gives the events their numbers.
+    let view = get(&tx, &change.product_id, default_threshold).await?;
     let result = serde_json::to_string(&view)
         .map_err(|e| Error::Internal(format!("cannot serialise stock: {e}")))?;
     let record = stock_request::ActiveModel {
@@ -268,6 +331,7 @@ async fn apply(db: &DatabaseConnection, change: StockChange) -> Result<StockView
     };
     match record.insert(&tx).await {
         Ok(_) => {
+            write_events(&tx, at, &change, &view).await?;
             tx.commit().await?;
             Ok(view)
         }
@@ -280,8 +344,55 @@ async fn apply(db: &DatabaseConnection, change: StockChange) -> Result<StockView
                     change.request_id
                 ))
             })?;
-            replay(prev, &change)
+            replayed(db, prev, &change, default_threshold).await
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// The `StockChanged` of the row `change` moved and, for a cut that crossed the
+/// threshold, the `StockLow`; `view` is the product's stock after the change.
+async fn write_events(
+    tx: &impl ConnectionTrait,
+    at: chrono::DateTime<chrono::Utc>,
+    change: &StockChange,
+    view: &StockView,
+) -> Result<()> {
+    let row = view
+        .warehouses
+        .iter()
+        .find(|w| w.warehouse_id == change.warehouse_id)
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "stock row of product {} in warehouse {} vanished inside its transaction",
+                change.product_id, change.warehouse_id
+            ))
+        })?;
+    let kind = match change.kind {
+        RequestKind::Restock => StockChangeCause::Restock,
+        RequestKind::Adjust => StockChangeCause::Adjustment,
+    };
+    let row = RowAfter {
+        product_id: change.product_id.clone(),
+        warehouse_id: row.warehouse_id.clone(),
+        on_hand: row.on_hand,
+        reserved: row.reserved,
+        version: row.version,
+    };
+    let cause = Cause {
+        kind,
+        id: &change.request_id,
+    };
+    let event_id = events::changed(tx, at, &row, cause).await?;
+    // Reserved did not move: available moved by exactly `delta`.
+    let after = view.total_on_hand() - view.total_reserved();
+    events::low_if_crossed(
+        tx,
+        at,
+        &change.product_id,
+        (after - change.delta, after),
+        view.low_stock_threshold,
+        &event_id,
+    )
+    .await
 }

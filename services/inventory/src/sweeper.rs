@@ -10,11 +10,15 @@
 //! rows, and no reservation is expired twice. A sweep stops claiming after
 //! [`SWEEP_MAX`] reservations or [`SWEEP_BUDGET`], so it always ends; the next tick goes
 //! on. Expiries are counted in `stockmesh_inventory_reservations_expired_total`.
+//!
+//! Each batch's transaction also writes a `StockChanged` (cause EXPIRY) per expired
+//! reservation (see [`reservations::expire_batch`]); the relay is told after each batch.
 
 use std::time::{Duration, Instant};
 
 use sea_orm::DatabaseConnection;
 use stockmesh::Shutdown;
+use stockmesh::events::Events;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
@@ -28,8 +32,14 @@ pub const SWEEP_MAX: usize = 100_000;
 /// A sweep starts no new batch after this long.
 pub const SWEEP_BUDGET: Duration = Duration::from_secs(60);
 
-pub fn spawn(db: DatabaseConnection, every: Duration, shutdown: Shutdown) -> JoinHandle<()> {
+pub fn spawn(
+    db: DatabaseConnection,
+    events: Events,
+    every: Duration,
+    shutdown: Shutdown,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let committed = move || events.committed();
         let mut tick = tokio::time::interval(every.max(Duration::from_millis(10)));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
@@ -42,7 +52,7 @@ pub fn spawn(db: DatabaseConnection, every: Duration, shutdown: Shutdown) -> Joi
             // interrupted one leaves nothing behind.
             let swept = tokio::select! {
                 () = shutdown.wait() => return,
-                swept = sweep(&db) => swept,
+                swept = sweep_with(&db, &committed) => swept,
             };
             match swept {
                 Ok(0) => tracing::debug!("no reservation due to expire"),
@@ -62,17 +72,31 @@ pub fn spawn(db: DatabaseConnection, every: Duration, shutdown: Shutdown) -> Joi
 /// One sweep: expires every reservation due now (within [`SWEEP_MAX`] and
 /// [`SWEEP_BUDGET`]); returns how many this sweeper expired.
 pub async fn sweep(db: &DatabaseConnection) -> Result<usize> {
+    sweep_with(db, &|| {}).await
+}
+
+/// [`sweep`], calling `committed` after each transaction that expired something (it
+/// wrote events).
+pub async fn sweep_with(db: &DatabaseConnection, committed: &(dyn Fn() + Sync)) -> Result<usize> {
     let started = Instant::now();
     let mut expired = 0;
     loop {
         let n = match reservations::expire_batch(db, BATCH).await {
-            Ok(batch) => batch.len(),
+            Ok(batch) => {
+                if !batch.is_empty() {
+                    committed();
+                }
+                batch.len()
+            }
             Err(e) => {
                 // One bad row (a stock row that disagrees with its reservations) must not
                 // hold up the others: expire this batch's worth one by one, log the ones
                 // that fail, and stop until the next tick (they would come first again).
                 tracing::warn!(error = %e, "cannot expire a batch of reservations at once; expiring them one by one");
                 let n = expire_one_by_one(db).await?;
+                if n > 0 {
+                    committed();
+                }
                 count(n);
                 return Ok(expired + n);
             }

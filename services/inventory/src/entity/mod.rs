@@ -6,4 +6,5 @@ pub mod measurement;
 pub mod reservation;
 pub mod stock;
 pub mod stock_request;
+pub mod stock_threshold;
 pub mod warehouse;

@@ -15,6 +15,8 @@ pub struct Model {
     pub on_hand: i64,
     /// Units held by RESERVED reservations.
     pub reserved: i64,
+    /// Bumped by every change of the row; carried by its `StockChanged` events.
+    pub version: i64,
     pub updated_at: DateTimeUtc,
 }
 

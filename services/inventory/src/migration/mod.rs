@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20250101_000001_init;
 mod m20250201_000002_reservation_tombstones;
+mod m20260101_000003_stock_events;
 
 pub struct Migrator;
 
@@ -14,6 +15,9 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20250101_000001_init::Migration),
             Box::new(m20250201_000002_reservation_tombstones::Migration),
+            Box::new(m20260101_000003_stock_events::Migration),
+            // Last, as every publishing service's Migrator has it.
+            Box::new(stockmesh::events::OutboxMigration),
         ]
     }
 }
