@@ -38,6 +38,7 @@ mod relay;
 pub use embedded::EmbeddedSlot;
 pub use feed::{Feed, Lagged, Watcher};
 pub use outbox::{OutboxMigration, append};
+pub use relay::RelayStats;
 
 /// What an event is about. Subject on the bus: `<prefix>.<topic.subject()>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -176,6 +177,7 @@ struct Inner {
     bus: bus::Bus,
     settings: Settings,
     wake: Arc<Notify>,
+    relay: Arc<relay::Counters>,
     feeds: Mutex<HashMap<Topic, Feed>>,
     shutdown: Shutdown,
 }
@@ -197,7 +199,9 @@ impl Events {
         let settings = Settings::from_config(config)?;
         let bus = bus::Bus::connect(config, service, &shutdown).await?;
         let wake = Arc::new(Notify::new());
+        let counters = Arc::new(relay::Counters::default());
         relay::spawn(relay::Relay {
+            counters: counters.clone(),
             service,
             db,
             bus: bus.clone(),
@@ -211,6 +215,7 @@ impl Events {
                 bus,
                 settings,
                 wake,
+                relay: counters,
                 feeds: Mutex::new(HashMap::new()),
                 shutdown,
             }),
@@ -256,6 +261,11 @@ impl Events {
                 )
             })
             .clone()
+    }
+
+    /// What this replica's relay published so far.
+    pub fn relay_stats(&self) -> RelayStats {
+        self.inner.relay.stats()
     }
 
     /// The service these events belong to.

@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::Utc;
@@ -35,7 +36,32 @@ const LEASE: Duration = Duration::from_secs(30);
 const BACKOFF: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
+/// What one relay did so far (also in the metrics, which are per process, not per relay).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RelayStats {
+    /// Events the bus took from this relay.
+    pub published: u64,
+    /// Of those, how many the bus already had (`Nats-Msg-Id` within the duplicate window).
+    pub duplicates: u64,
+}
+
+#[derive(Default)]
+pub(crate) struct Counters {
+    published: AtomicU64,
+    duplicates: AtomicU64,
+}
+
+impl Counters {
+    pub fn stats(&self) -> RelayStats {
+        RelayStats {
+            published: self.published.load(Ordering::Relaxed),
+            duplicates: self.duplicates.load(Ordering::Relaxed),
+        }
+    }
+}
+
 pub(crate) struct Relay {
+    pub counters: Arc<Counters>,
     pub service: Target,
     pub db: DatabaseConnection,
     pub bus: Bus,
@@ -133,6 +159,12 @@ impl Relay {
                     "service" => service.name(), "topic" => topic.label())
                 .increment(n);
             }
+            self.counters
+                .published
+                .fetch_add(published.acked as u64, Ordering::Relaxed);
+            self.counters
+                .duplicates
+                .fetch_add(published.duplicates as u64, Ordering::Relaxed);
             if published.duplicates > 0 {
                 metrics::counter!("stockmesh_outbox_duplicates_total", "service" => service.name())
                     .increment(published.duplicates as u64);

@@ -11,6 +11,7 @@ mod breaker;
 mod bulkhead;
 mod deadline;
 mod discovery;
+mod events;
 mod health;
 mod lost_response;
 mod metrics;
