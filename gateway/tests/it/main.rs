@@ -1,22 +1,29 @@
 //! Integration tests of the gateway: the whole mesh (auth, products, inventory, orders)
 //! and the gateway started in-process on ephemeral ports, a fresh database per service
-//! and test, and outside-style clients (HTTP/1.1 REST and gRPC-web, h2c gRPC, Node).
+//! and test, and outside-style clients (HTTP/1.1 REST, gRPC-web, Connect and SSE, h2c
+//! gRPC, Node).
 //! Every test runs on SQLite and PostgreSQL.
 
 mod abuse;
+mod connect;
 mod edge;
 mod grpc;
 mod lockout;
 mod node;
 mod rest;
+mod sse;
+mod streams;
 mod support;
 
 use abuse::*;
+use connect::*;
 use edge::*;
 use grpc::*;
 use lockout::*;
 use node::*;
 use rest::*;
+use sse::*;
+use streams::*;
 
 stockmesh::db_tests!(
     rest_product_lifecycle,
@@ -40,5 +47,9 @@ stockmesh::db_tests!(
     health_calls_are_rate_limited,
     trusted_proxies_separate_forwarded_clients,
     edge_logins_cannot_lock_out_services_or_admin,
+    grpc_and_grpc_web_streams,
+    connect_unary_and_get,
+    connect_streams,
+    sse_and_ndjson_streams,
     distributed_guessing_spares_the_admins_known_clients,
 );

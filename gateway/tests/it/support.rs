@@ -195,6 +195,80 @@ impl Env {
         }
     }
 
+    /// A request whose response body is read as it streams (HTTP/1.1, or h2c with `h2`).
+    pub async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+        h2: bool,
+    ) -> Streaming {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req
+            .body(Full::new(body.into()))
+            .unwrap_or_else(|e| panic!("bad request: {e}"));
+        let client = if h2 { &self.h2 } else { &self.http };
+        let resp = client
+            .request(req)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (parts, body) = resp.into_parts();
+        Streaming {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+            buf: BytesMut::new(),
+            trailers: None,
+            ended: false,
+        }
+    }
+
+    /// Creates a warehouse (as admin); returns its id.
+    pub async fn warehouse(&self) -> String {
+        let resp = self
+            .rest(
+                Method::POST,
+                "/v1/warehouses",
+                Some(&self.admin),
+                Some(json!({"name": unique("Depot"), "address": "1 Road", "latitude": 48.1, "longitude": 11.5})),
+            )
+            .await;
+        resp.ok()["warehouse"]["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no warehouse id"))
+            .to_string()
+    }
+
+    /// Restocks `quantity` of a product in a warehouse (as admin); returns the stock JSON.
+    pub async fn restock(&self, product: &str, warehouse: &str, quantity: i64) -> Value {
+        let resp = self
+            .rest(
+                Method::POST,
+                &format!("/v1/stock/{product}:restock"),
+                Some(&self.admin),
+                Some(json!({
+                    "warehouseId": warehouse,
+                    "quantity": quantity.to_string(),
+                    "requestId": unique("restock"),
+                })),
+            )
+            .await;
+        resp.ok()["stock"].clone()
+    }
+
+    /// The gateway's `/metrics` text.
+    pub async fn metrics_text(&self) -> String {
+        let resp = self.get("/metrics", None).await;
+        assert!(resp.status.is_success(), "{resp:?}");
+        String::from_utf8_lossy(&resp.body).into_owned()
+    }
+
     /// A JSON request, optionally with a bearer token.
     pub async fn rest(
         &self,
@@ -364,4 +438,130 @@ pub fn decode_grpc_web_text(text: &[u8]) -> Vec<u8> {
         );
     }
     out
+}
+
+/// A response being read as it streams.
+pub struct Streaming {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    body: hyper::body::Incoming,
+    /// Bytes received and not yet taken.
+    pub buf: BytesMut,
+    pub trailers: Option<HeaderMap>,
+    pub ended: bool,
+}
+
+impl Streaming {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Reads more of the body into `buf`; false once it ended or `until` passed.
+    pub async fn fill(&mut self, until: tokio::time::Instant) -> bool {
+        if self.ended {
+            return false;
+        }
+        match tokio::time::timeout_at(until, self.body.frame()).await {
+            Err(_) => false,
+            Ok(None) => {
+                self.ended = true;
+                false
+            }
+            Ok(Some(Ok(frame))) => {
+                match frame.into_data() {
+                    Ok(data) => self.buf.extend_from_slice(&data),
+                    Err(frame) => self.trailers = frame.into_trailers().ok(),
+                }
+                true
+            }
+            Ok(Some(Err(e))) => panic!("stream failed: {e}"),
+        }
+    }
+
+    /// Takes the next piece `split` finds at the front of `buf` (it returns the length
+    /// to take), reading as needed; panics after `within`.
+    #[track_caller]
+    pub fn next_piece(
+        &mut self,
+        within: std::time::Duration,
+        split: fn(&[u8]) -> Option<usize>,
+    ) -> impl std::future::Future<Output = Bytes> + '_ {
+        let caller = std::panic::Location::caller();
+        async move {
+            let until = tokio::time::Instant::now() + within;
+            loop {
+                if let Some(n) = split(&self.buf) {
+                    return self.buf.split_to(n).freeze();
+                }
+                if !self.fill(until).await {
+                    panic!(
+                        "{caller}: no complete piece within {within:?} (ended: {}); have {:?}",
+                        self.ended,
+                        String::from_utf8_lossy(&self.buf)
+                    );
+                }
+            }
+        }
+    }
+
+    /// The next length-prefixed frame (gRPC, gRPC-web, Connect): flags and payload.
+    pub async fn next_frame(&mut self, within: std::time::Duration) -> (u8, Bytes) {
+        let mut frame = self.next_piece(within, frame_len).await;
+        let flags = frame.get_u8();
+        frame.advance(4);
+        (flags, frame)
+    }
+
+    /// The next SSE event (up to its blank line), without the blank line.
+    pub async fn next_event(&mut self, within: std::time::Duration) -> String {
+        let event = self.next_piece(within, sse_len).await;
+        String::from_utf8_lossy(&event).trim_end().to_string()
+    }
+
+    /// The next NDJSON line.
+    pub async fn next_line(&mut self, within: std::time::Duration) -> Value {
+        let line = self.next_piece(within, line_len).await;
+        serde_json::from_slice(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line:?}"))
+    }
+}
+
+fn frame_len(buf: &[u8]) -> Option<usize> {
+    let head = buf.get(..5)?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    (buf.len() >= 5 + len).then_some(5 + len)
+}
+
+fn sse_len(buf: &[u8]) -> Option<usize> {
+    buf.windows(2).position(|w| w == b"\n\n").map(|p| p + 2)
+}
+
+fn line_len(buf: &[u8]) -> Option<usize> {
+    buf.iter().position(|b| *b == b'\n').map(|p| p + 1)
+}
+
+/// An SSE event's fields: (id, event, data).
+pub fn sse_fields(event: &str) -> (Option<String>, Option<String>, Option<Value>) {
+    let (mut id, mut name, mut data) = (None, None, None);
+    for line in event.lines() {
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("event: ") {
+            name = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data = Some(
+                serde_json::from_str(v).unwrap_or_else(|e| panic!("data not JSON ({e}): {v}")),
+            );
+        }
+    }
+    (id, name, data)
+}
+
+/// The sum of a Prometheus series over the lines containing every one of `labels`.
+pub fn series_total(metrics: &str, name: &str, labels: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ').and_then(|(_, v)| v.parse::<f64>().ok()))
+        .sum()
 }
