@@ -99,6 +99,20 @@ async fn run(cli: Cli) -> Result<(), String> {
             run_mesh(cli.config, &targets, true).await
         }
         Command::Serve { target } => {
+            if matches!(target, Target::Inventory | Target::Orders)
+                && cli
+                    .config
+                    .events
+                    .nats_url
+                    .as_deref()
+                    .is_none_or(|u| u.trim().is_empty())
+            {
+                tracing::warn!(
+                    %target,
+                    "STOCKMESH_NATS_URL is unset: events stay in this process; watchers on \
+                     other replicas will not see changes; set STOCKMESH_NATS_URL"
+                );
+            }
             // A service process of its own serves its metrics on its admin port (under
             // `up`, the gateway's /metrics shows every in-process target).
             if let Some(port) = cli.config.metrics_port(target) {
