@@ -126,6 +126,10 @@ test("OpenAPI document validates", async () => {
   assert.equal(api.openapi, "3.0.3");
   assert.ok(api.paths["/v1/products/{id}"].get);
   assert.ok(api.paths["/v1/stock/{product_id}:restock"].post);
+  // Server streams document both stream formats.
+  const watch = api.paths["/v1/stock:watch"].get.responses["200"].content;
+  assert.ok(watch["text/event-stream"]);
+  assert.ok(watch["application/x-ndjson"]);
 });
 
 test("REST through fetch, with CORS headers for the browser", async () => {
