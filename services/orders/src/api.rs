@@ -5,12 +5,13 @@
 
 use stockmesh::authn::{Caller, Verifier};
 use stockmesh::error::invalid_field;
+use stockmesh::events::Topic;
 use stockmesh::pagination::Page;
 use stockmesh::proto::orders::v1::order_service_server::OrderService;
 use stockmesh::proto::orders::v1::{
     CancelOrderRequest, CancelOrderResponse, CompleteOrderRequest, CompleteOrderResponse,
     CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderResponse, ListOrdersRequest,
-    ListOrdersResponse, Order, OrderItem, OrderStatus,
+    ListOrdersResponse, Order, OrderItem, OrderStatus, WatchOrdersRequest,
 };
 use stockmesh::proto::timestamp;
 use tonic::{Request, Response, Status};
@@ -19,6 +20,7 @@ use crate::entity::order::Status as Stored;
 use crate::orders::{ListFilter, Orders, Viewer};
 use crate::saga::{NewItem, NewOrder};
 use crate::store::OrderRecord;
+use crate::watch;
 
 /// Longest accepted cancel reason.
 const MAX_REASON_LEN: usize = 1000;
@@ -69,7 +71,7 @@ async fn to_the_end<T: Send + 'static>(
 }
 
 /// The status clients see: work in flight on a pending order still shows PENDING.
-fn client_status(status: Stored) -> OrderStatus {
+pub(crate) fn client_status(status: Stored) -> OrderStatus {
     match status {
         Stored::Pending | Stored::Completing | Stored::Cancelling => OrderStatus::Pending,
         Stored::Completed => OrderStatus::Completed,
@@ -259,5 +261,22 @@ impl OrderService for OrderApi {
         Ok(Response::new(CancelOrderResponse {
             order: Some(to_proto(&record)),
         }))
+    }
+
+    type WatchOrdersStream = watch::WatchOrdersStream;
+
+    async fn watch_orders(
+        &self,
+        request: Request<WatchOrdersRequest>,
+    ) -> Result<Response<Self::WatchOrdersStream>, Status> {
+        let caller = self.verifier.caller(&request).await?;
+        let msg = request.into_inner();
+        let feed = self.orders.events().feed(Topic::OrderStatusChanged);
+        Ok(Response::new(watch::open(
+            &feed,
+            viewer(&caller),
+            caller.expires_at,
+            &msg.after_event_id,
+        )))
     }
 }

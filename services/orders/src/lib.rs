@@ -14,6 +14,8 @@
 //!   at once.
 //! * [`store`]: database access, with every status change a conditional update.
 //! * [`upstream`]: calls to products and inventory as the orders *service identity*.
+//! * [`events`]: the `OrderStatusChanged` every visible status change writes into the
+//!   outbox in its own transaction; [`watch`]: WatchOrders, served from the feed.
 //!
 //! ## A PENDING order lasts as long as its reservations
 //!
@@ -52,6 +54,7 @@ use std::time::Duration;
 
 use stockmesh::authn::{RemoteJwks, Verifier};
 use stockmesh::client;
+use stockmesh::events::Events;
 use stockmesh::identity::{ServiceIdentity, resolve_secret};
 use stockmesh::proto::orders::v1::order_service_server::OrderServiceServer;
 use stockmesh::server::GrpcServer;
@@ -61,18 +64,20 @@ use tokio::net::TcpListener;
 pub mod api;
 pub mod entity;
 pub mod error;
+pub mod events;
 pub mod migration;
 pub mod orders;
 pub mod reconciler;
 pub mod saga;
 pub mod store;
 pub mod upstream;
+pub mod watch;
 
 pub use error::{Error, Result};
 
 /// Runs the orders gRPC server on `listener` until `shutdown`: settings checked first
-/// (a configuration error names the bad variable), migrations, then the reconciler, then
-/// SERVING.
+/// (a configuration error names the bad variable), migrations, the events (outbox relay
+/// and feed), then the reconciler, then SERVING.
 pub async fn serve(
     config: Arc<Config>,
     listener: TcpListener,
@@ -97,12 +102,16 @@ pub async fn serve(
         client::upstream(&config, Target::Orders, Target::Products)?,
         client::upstream(&config, Target::Orders, Target::Inventory)?,
     );
+    // A child token: the relay and feeds stop with the service (ending Watch streams
+    // with UNAVAILABLE), not with a sibling's failure.
+    let events = Events::start(&config, Target::Orders, db.clone(), shutdown.child()).await?;
     let orders = orders::Orders::new(
         db.clone(),
         upstreams,
         Duration::from_secs(config.orders.reconcile_after_secs),
         Duration::from_secs(config.inventory.reservation_ttl_secs),
         limits,
+        events,
     );
 
     // Its own token, so that it also stops when the server ends on its own.

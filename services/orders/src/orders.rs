@@ -23,6 +23,7 @@
 use std::time::Duration;
 
 use sea_orm::DatabaseConnection;
+use stockmesh::events::Events;
 
 use crate::entity::order::Status;
 use crate::entity::order_item;
@@ -43,6 +44,9 @@ pub struct Orders {
     pub(crate) reservation_ttl: Duration,
     /// CreateOrder's abuse limits (open orders per customer, quantity per line).
     pub(crate) limits: Limits,
+    /// The outbox relay to tell after a change that wrote an event, and the feed
+    /// WatchOrders reads.
+    pub(crate) events: Events,
 }
 
 /// Who is asking, as far as order visibility goes.
@@ -85,6 +89,7 @@ impl Orders {
         idle_after: Duration,
         reservation_ttl: Duration,
         limits: Limits,
+        events: Events,
     ) -> Self {
         Self {
             db,
@@ -92,7 +97,27 @@ impl Orders {
             idle_after,
             reservation_ttl,
             limits,
+            events,
         }
+    }
+
+    /// The event machinery (WatchOrders reads its feed).
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// [`store::transition_announced`], telling the relay when it wrote the event.
+    pub(crate) async fn announce(
+        &self,
+        before: &OrderRecord,
+        from: &[Status],
+        to: Status,
+    ) -> Result<Option<OrderRecord>> {
+        let after = store::transition_announced(&self.db, before, from, to).await?;
+        if after.is_some() {
+            self.events.committed();
+        }
+        Ok(after)
     }
 
     /// The order as clients may see it: NOT_FOUND when absent, still being created, or
@@ -137,7 +162,7 @@ impl Orders {
     pub async fn complete(&self, id: &str) -> Result<OrderRecord> {
         // A lost claim means the order just changed; look again (bounded).
         for _ in 0..3 {
-            let record = self.visible(id).await?;
+            let mut record = self.visible(id).await?;
             match record.order.status {
                 Status::Completed => return Ok(record),
                 Status::Cancelled => {
@@ -165,10 +190,11 @@ impl Orders {
                     if !claimed {
                         continue;
                     }
+                    record.order.status = Status::Completing;
                 }
                 Status::Completing | Status::Creating | Status::Aborting => {}
             }
-            self.finish_completing(id, &record.items).await?;
+            self.finish_completing(&record).await?;
             return self.visible(id).await;
         }
         Err(Error::Aborted(format!(
@@ -185,7 +211,7 @@ impl Orders {
             r => r,
         };
         for _ in 0..3 {
-            let record = self.get(viewer, id).await?;
+            let mut record = self.get(viewer, id).await?;
             match record.order.status {
                 Status::Cancelled => return Ok(record),
                 Status::Completed => {
@@ -211,13 +237,15 @@ impl Orders {
                     if !claimed {
                         continue;
                     }
+                    record.order.cancel_reason = reason.to_string();
                 }
                 Status::Cancelling | Status::Creating | Status::Aborting => {}
             }
             // Resuming an expiry's cancellation keeps its tolerance of committed lines.
             let expired = record.order.status == Status::Cancelling
                 && record.order.cancel_reason == RESERVATION_EXPIRED;
-            self.finish_cancelling(id, &record.items, expired).await?;
+            self.finish_cancelling(&record, &record.items, expired)
+                .await?;
             return self.visible(id).await;
         }
         Err(Error::Aborted(format!(
@@ -236,11 +264,8 @@ impl Orders {
     /// Only if a later line expires while earlier ones are being committed (or while an
     /// outage held a COMPLETING order up) do some lines end committed under a cancelled
     /// order; that is logged as an error, since their units have left stock.
-    pub(crate) async fn finish_completing(
-        &self,
-        id: &str,
-        items: &[order_item::Model],
-    ) -> Result<()> {
+    pub(crate) async fn finish_completing(&self, record: &OrderRecord) -> Result<()> {
+        let (id, items) = (record.order.id.as_str(), record.items.as_slice());
         for (committed, item) in items.iter().enumerate() {
             match self.upstreams.commit(&item.reservation_id).await {
                 Ok(()) => {}
@@ -259,7 +284,10 @@ impl Orders {
                         Some(RESERVATION_EXPIRED),
                     )
                     .await?;
-                    if claimed && let Err(e) = self.finish_cancelling(id, items, true).await {
+                    let mut expiring = record.clone();
+                    expiring.order.cancel_reason = RESERVATION_EXPIRED.to_string();
+                    if claimed && let Err(e) = self.finish_cancelling(&expiring, items, true).await
+                    {
                         tracing::warn!(order_id = id, error = %e, "cannot release the rest of an expired order yet; the reconciler will finish");
                     }
                     return Err(Error::FailedPrecondition(format!(
@@ -269,19 +297,14 @@ impl Orders {
                 Err(e) => return Err(e),
             }
         }
-        store::transition(
-            &self.db,
-            id,
-            &[Status::Completing],
-            None,
-            Status::Completed,
-            None,
-        )
-        .await?;
+        self.announce(record, &[Status::Completing], Status::Completed)
+            .await?;
         Ok(())
     }
 
-    /// CANCELLING → CANCELLED once every reservation is released. A committed reservation
+    /// CANCELLING → CANCELLED once every reservation of `to_release` (the lines of
+    /// `record` that may still hold stock) is released; `record` is the order with the
+    /// cancel reason it is being cancelled with. A committed reservation
     /// (which only a bug or manual intervention produces) sends the order back to PENDING
     /// with FAILED_PRECONDITION, unless the order is being cancelled because its hold
     /// `expired`: then committed lines (see [`Self::finish_completing`]) are logged and
@@ -289,11 +312,12 @@ impl Orders {
     /// CANCELLING for a retry.
     pub(crate) async fn finish_cancelling(
         &self,
-        id: &str,
-        items: &[order_item::Model],
+        record: &OrderRecord,
+        to_release: &[order_item::Model],
         expired: bool,
     ) -> Result<()> {
-        for item in items {
+        let id = record.order.id.as_str();
+        for item in to_release {
             match self.upstreams.release(&item.reservation_id).await {
                 Ok(()) => {}
                 Err(Error::FailedPrecondition(why)) if expired => {
@@ -317,15 +341,8 @@ impl Orders {
                 Err(e) => return Err(e),
             }
         }
-        store::transition(
-            &self.db,
-            id,
-            &[Status::Cancelling],
-            None,
-            Status::Cancelled,
-            None,
-        )
-        .await?;
+        self.announce(record, &[Status::Cancelling], Status::Cancelled)
+            .await?;
         Ok(())
     }
 

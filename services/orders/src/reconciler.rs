@@ -31,6 +31,11 @@
 //! Every inventory call is idempotent and every status change conditional, so doing a step
 //! twice is harmless; a failing upstream just leaves the order for the next round.
 //!
+//! The changes clients see write their `OrderStatusChanged` in their own transaction, as
+//! CompleteOrder and CancelOrder do: an interrupted creation becoming PENDING (or, rolled
+//! back, appearing CANCELLED), and COMPLETED or CANCELLED; the batch cancellation writes
+//! one per order it moved (see [`crate::events`]).
+//!
 //! ## Rounds: drain everything due, in claimed batches
 //!
 //! Every `reconcile_interval_ms` a round walks all due rows of each kind (unfinished
@@ -72,7 +77,7 @@ use crate::entity::order::{self, Status};
 use crate::entity::order_item;
 use crate::error::{Error, Result};
 use crate::orders::{Orders, RESERVATION_EXPIRED};
-use crate::store::{self, After, Due};
+use crate::store::{self, After, Due, OrderRecord};
 
 /// Orders claimed per statement.
 pub const BATCH: u64 = 100;
@@ -390,8 +395,11 @@ impl Reconciler {
             match tokio::time::timeout(ORDER_TIMEOUT, self.work_on(work, order, items)).await {
                 Ok(Ok(Worked::Ended)) => Outcome::Ended,
                 Ok(Ok(Worked::Unchanged)) => Outcome::Unchanged,
-                Ok(Ok(Worked::CancelAt(version))) => {
-                    return Handled::Cancel(Decided { id, version, until });
+                Ok(Ok(Worked::CancelAt(record))) => {
+                    return Handled::Cancel(Decided {
+                        record: Box::new(record),
+                        until,
+                    });
                 }
                 Ok(Err(e)) => {
                     tracing::warn!(order_id = %id, work = work.label(), error = %e, "cannot reconcile order yet");
@@ -411,9 +419,12 @@ impl Reconciler {
     /// only if still PENDING at the version looked at); settles each.
     async fn cancel_ended(&self, decided: Vec<Decided>) -> Vec<Outcome> {
         let started = Instant::now();
-        let seen: Vec<(String, i64)> = decided.iter().map(|d| (d.id.clone(), d.version)).collect();
+        let seen: Vec<OrderRecord> = decided.iter().map(|d| (*d.record).clone()).collect();
         let moved = match store::cancel_pending(&self.orders.db, &seen, RESERVATION_EXPIRED).await {
             Ok(moved) => {
+                if !moved.is_empty() {
+                    self.orders.events.committed();
+                }
                 tracing::trace!(
                     decided = seen.len(),
                     cancelled = moved.len(),
@@ -429,14 +440,15 @@ impl Reconciler {
         };
         let mut outcomes = Vec::with_capacity(decided.len());
         for d in decided {
+            let id = d.record.order.id;
             let outcome = match &moved {
-                Some(moved) if moved.contains(&d.id) => Outcome::Ended,
+                Some(moved) if moved.contains(&id) => Outcome::Ended,
                 // Changed since it was looked at (a CompleteOrder or CancelOrder got there
                 // first): whoever changed it owns it now.
                 Some(_) => Outcome::Unchanged,
                 None => Outcome::Failed,
             };
-            self.settle(Work::Expiry, &d.id, d.until, outcome).await;
+            self.settle(Work::Expiry, &id, d.until, outcome).await;
             outcomes.push(outcome);
         }
         outcomes
@@ -531,14 +543,15 @@ enum Worked {
     Ended,
     Unchanged,
     /// Every line had already ended in inventory: to be cancelled (PENDING → CANCELLED,
-    /// only at this version) together with others, in one statement.
-    CancelAt(i64),
+    /// only at the version of this order as read) together with others, in one
+    /// statement.
+    CancelAt(OrderRecord),
 }
 
 /// An order decided to be cancelled with others (see [`Worked::CancelAt`]).
 struct Decided {
-    id: String,
-    version: i64,
+    /// As read (with its lines, for the event).
+    record: Box<OrderRecord>,
     until: chrono::DateTime<chrono::Utc>,
 }
 
@@ -580,6 +593,11 @@ fn ago(d: Duration) -> chrono::DateTime<chrono::Utc> {
 impl Orders {
     /// Drives one unfinished order as far as possible; true when it reached an end state.
     async fn reconcile(&self, order: order::Model, items: &[order_item::Model]) -> Result<bool> {
+        let mut record = OrderRecord {
+            order,
+            items: items.to_vec(),
+        };
+        let order = &record.order;
         let id = order.id.as_str();
         match order.status {
             Status::Creating => {
@@ -593,9 +611,17 @@ impl Orders {
                     }
                 }
                 if warehouses.len() == items.len() {
-                    let done =
-                        store::mark_pending(&self.db, id, Some(order.version), &warehouses).await?;
+                    let done = store::mark_pending(
+                        &self.db,
+                        &record,
+                        Some(order.version),
+                        &warehouses,
+                        store::now(),
+                    )
+                    .await?
+                    .is_some();
                     if done {
+                        self.events.committed();
                         tracing::info!(
                             order_id = id,
                             "interrupted order had every line reserved: PENDING"
@@ -616,10 +642,11 @@ impl Orders {
                     // The saga moved on after all; look again next round.
                     return Ok(false);
                 }
-                self.finish_aborting(id, items).await
+                record.order.cancel_reason = REASON.to_string();
+                self.finish_aborting(&record).await
             }
-            Status::Aborting => self.finish_aborting(id, items).await,
-            Status::Completing => match self.finish_completing(id, items).await {
+            Status::Aborting => self.finish_aborting(&record).await,
+            Status::Completing => match self.finish_completing(&record).await {
                 Ok(()) => Ok(true),
                 // A reservation expired: the order was cancelled instead (or is being).
                 Err(Error::FailedPrecondition(why)) => {
@@ -630,27 +657,24 @@ impl Orders {
             },
             Status::Cancelling => {
                 let expired = order.cancel_reason == RESERVATION_EXPIRED;
-                self.finish_cancelling(id, items, expired).await?;
+                self.finish_cancelling(&record, items, expired).await?;
                 Ok(true)
             }
             Status::Pending | Status::Completed | Status::Cancelled => Ok(false),
         }
     }
 
-    /// ABORTING → CANCELLED once every line is released.
-    async fn finish_aborting(&self, id: &str, items: &[order_item::Model]) -> Result<bool> {
-        if !self.release_lines(id, items).await {
+    /// ABORTING → CANCELLED once every line is released: from then on clients see the
+    /// order (its event says UNSPECIFIED → CANCELLED).
+    async fn finish_aborting(&self, record: &OrderRecord) -> Result<bool> {
+        let id = record.order.id.as_str();
+        if !self.release_lines(id, &record.items).await {
             return Ok(false);
         }
-        let done = store::transition(
-            &self.db,
-            id,
-            &[Status::Aborting],
-            None,
-            Status::Cancelled,
-            None,
-        )
-        .await?;
+        let done = self
+            .announce(record, &[Status::Aborting], Status::Cancelled)
+            .await?
+            .is_some();
         if done {
             tracing::info!(order_id = id, "interrupted order rolled back: CANCELLED");
         }
@@ -696,16 +720,20 @@ impl Orders {
             return Ok(Worked::Unchanged);
         };
         tracing::debug!(order_id = id, %reservation_id, status, release = to_release.len(), "pending order lost its reservation: cancelling");
+        let mut record = OrderRecord {
+            order,
+            items: items.to_vec(),
+        };
         if to_release.is_empty() {
-            return Ok(Worked::CancelAt(order.version));
+            return Ok(Worked::CancelAt(record));
         }
         // The claim CancelOrder makes, and only on the row as read: a CompleteOrder that
         // claimed it first keeps it (and meets the expired reservation itself).
         let claimed = store::transition(
             &self.db,
-            id,
+            &record.order.id,
             &[Status::Pending],
-            Some(order.version),
+            Some(record.order.version),
             Status::Cancelling,
             Some(RESERVATION_EXPIRED),
         )
@@ -713,7 +741,8 @@ impl Orders {
         if !claimed {
             return Ok(Worked::Unchanged);
         }
-        self.finish_cancelling(id, &to_release, true).await?;
+        record.order.cancel_reason = RESERVATION_EXPIRED.to_string();
+        self.finish_cancelling(&record, &to_release, true).await?;
         Ok(Worked::Ended)
     }
 }

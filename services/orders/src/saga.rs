@@ -20,7 +20,9 @@
 //!    whose id was already released (a late Reserve landing after the compensating
 //!    Release, which inventory records as a tombstone) with that RELEASED reservation,
 //!    and such a line fails the saga with ABORTED like any other failed line.
-//! 8. CREATING → PENDING with each line's warehouse.
+//! 8. CREATING → PENDING with each line's warehouse, and the order's
+//!    `OrderStatusChanged` (UNSPECIFIED → PENDING) in the same transaction. Intents that
+//!    fail are rolled back and deleted without any event: no client ever saw them.
 //!
 //! On failure the saga claims the intent (CREATING → ABORTING), releases every line it
 //! tried (including the one whose outcome is unknown: Release is idempotent and a
@@ -388,33 +390,31 @@ impl Orders {
             }
         }
         let at = store::now();
-        match store::mark_pending_at(&self.db, id, None, &warehouses, at)
+        // The intent as it is in the database now: each heartbeat bumped its version.
+        let mut current = intent.clone();
+        current.order.version += beats;
+        match store::mark_pending(&self.db, &current, None, &warehouses, at)
             .instrument(telemetry::step("saga.pending"))
             .await
         {
-            Ok(true) => {}
-            Ok(false) => {
+            // Exactly the row mark_pending wrote (its lease column aside, which no answer
+            // shows): while the order is CREATING only this saga changes what an answer
+            // shows; the reconciler takes an order over by moving it out of CREATING, and
+            // then mark_pending would have changed nothing.
+            Ok(Some(pending)) => {
+                self.events.committed();
+                Ok(pending)
+            }
+            Ok(None) => {
                 // The reconciler decided first. It completes an intent only when every
                 // line is reserved, which they are: then the order stands.
                 match store::record(&self.db, id).await? {
-                    Some(record) if record.order.status.is_visible() => return Ok(record),
-                    _ => return Err(self.taken_over(&intent).await),
+                    Some(record) if record.order.status.is_visible() => Ok(record),
+                    _ => Err(self.taken_over(&intent).await),
                 }
             }
-            Err(e) => return Err(self.abandon(&intent, intent.items.len(), e.into()).await),
+            Err(e) => Err(self.abandon(&intent, intent.items.len(), e.into()).await),
         }
-        // Exactly the row mark_pending wrote (its lease column aside, which no answer
-        // shows): while the order is CREATING only this saga changes what an answer
-        // shows; the reconciler takes an order over by moving it out of CREATING, and
-        // then mark_pending would have changed nothing.
-        let mut record = intent;
-        record.order.status = Status::Pending;
-        record.order.version += beats + 1;
-        record.order.updated_at = at;
-        for (item, warehouse_id) in record.items.iter_mut().zip(warehouses) {
-            item.warehouse_id = warehouse_id;
-        }
-        Ok(record)
     }
 
     /// Rolls back a failed saga whose first `tried` lines may hold reservations, and

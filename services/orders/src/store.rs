@@ -10,6 +10,10 @@
 //! ([`claim_due`]), so that no row is even looked at by two of them at once. Transactions
 //! begin with a write, so SQLite takes its write lock up front (and waits for it) instead
 //! of failing to upgrade a read lock.
+//!
+//! Changes that clients see ([`mark_pending`], [`transition_announced`],
+//! [`cancel_pending`]) write their `OrderStatusChanged` in the same transaction (see
+//! [`crate::events`]); the callers tell the relay once they return.
 
 use std::collections::{HashMap, HashSet};
 
@@ -26,6 +30,7 @@ use sea_orm::{
 
 use crate::entity::order::{self, Status};
 use crate::entity::order_item;
+use crate::events;
 
 /// An order with its lines (in line order).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,32 +220,52 @@ async fn transition_at(
     Ok(update.exec(db).await?.rows_affected == 1)
 }
 
+/// A [`transition`] that clients see (to COMPLETED or CANCELLED), in one transaction with
+/// its `OrderStatusChanged`. `before` is the order as the caller holds it: its stored
+/// status is the event's old status (any stored state clients see the same way will do),
+/// and the update's status and `updated_at` are put into it for the event. Returns the
+/// order as written when this call made the change.
+pub async fn transition_announced(
+    db: &DatabaseConnection,
+    before: &OrderRecord,
+    from: &[Status],
+    to: Status,
+) -> Result<Option<OrderRecord>, DbErr> {
+    let at = now();
+    let txn = db.begin().await?;
+    if !transition_at(&txn, &before.order.id, from, None, to, None, at).await? {
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    let mut after = before.clone();
+    after.order.status = to;
+    after.order.version += 1;
+    after.order.updated_at = at;
+    events::status_changed(&txn, before.order.status, &after, at).await?;
+    txn.commit().await?;
+    Ok(Some(after))
+}
+
 /// Records that a CREATING order's saga is still alive (keeps the reconciler away).
 /// False when the order is no longer CREATING: the reconciler took it over.
 pub async fn heartbeat(db: &DatabaseConnection, id: &str) -> Result<bool, DbErr> {
     transition(db, id, &[Status::Creating], None, Status::Creating, None).await
 }
 
-/// CREATING → PENDING with each line's warehouse (`warehouses[line]`), in one
-/// transaction; only at `version` when given. Returns whether this call made the change.
+/// CREATING → PENDING with each line's warehouse (`warehouses[line]`) and the order's
+/// `OrderStatusChanged` (UNSPECIFIED → PENDING: the order is new to watchers), in one
+/// transaction; only at `version` when given; `updated_at` stamped with `at`. `intent` is
+/// the CREATING order as the caller holds it, its `version` the one in the database.
+/// Returns the PENDING order as written (so no caller needs to read it back) when this
+/// call made the change.
 pub async fn mark_pending(
     db: &DatabaseConnection,
-    id: &str,
-    version: Option<i64>,
-    warehouses: &[String],
-) -> Result<bool, DbErr> {
-    mark_pending_at(db, id, version, warehouses, now()).await
-}
-
-/// [`mark_pending`], stamping `updated_at` with `at` (so that the caller knows the row
-/// it wrote without reading it back).
-pub async fn mark_pending_at(
-    db: &DatabaseConnection,
-    id: &str,
+    intent: &OrderRecord,
     version: Option<i64>,
     warehouses: &[String],
     at: DateTime<Utc>,
-) -> Result<bool, DbErr> {
+) -> Result<Option<OrderRecord>, DbErr> {
+    let id = intent.order.id.as_str();
     let txn = db.begin().await?;
     if !transition_at(
         &txn,
@@ -254,7 +279,7 @@ pub async fn mark_pending_at(
     .await?
     {
         txn.rollback().await?;
-        return Ok(false);
+        return Ok(None);
     }
     for (line, warehouse_id) in warehouses.iter().enumerate() {
         let line = i32::try_from(line).map_err(|e| DbErr::Custom(e.to_string()))?;
@@ -268,8 +293,16 @@ pub async fn mark_pending_at(
             .exec(&txn)
             .await?;
     }
+    let mut pending = intent.clone();
+    pending.order.status = Status::Pending;
+    pending.order.version += 1;
+    pending.order.updated_at = at;
+    for (item, warehouse_id) in pending.items.iter_mut().zip(warehouses) {
+        item.warehouse_id = warehouse_id.clone();
+    }
+    events::status_changed(&txn, intent.order.status, &pending, at).await?;
     txn.commit().await?;
-    Ok(true)
+    Ok(Some(pending))
 }
 
 /// Deletes an order whose creation failed and whose reservations are all released, so
@@ -405,40 +438,58 @@ pub async fn claim_due(
     Ok(claimed)
 }
 
-/// PENDING → CANCELLED with `reason` (bumping the version) for every (id, version) in
-/// `seen` whose row is still PENDING at that version, in one statement; returns the ids it
-/// moved. The reconciler's batch form of a conditional [`transition`]: a row that changed
-/// since it was read (say, a CompleteOrder claimed it) is left alone.
+/// PENDING → CANCELLED with `reason` (bumping the version) for every order in `seen`
+/// whose row is still PENDING at the version seen, in one statement, and each moved
+/// order's `OrderStatusChanged`, in one transaction; returns the ids it moved. The
+/// reconciler's batch form of a conditional [`transition`]: a row that changed since it
+/// was read (say, a CompleteOrder claimed it) is left alone.
 pub async fn cancel_pending(
-    db: &impl ConnectionTrait,
-    seen: &[(String, i64)],
+    db: &DatabaseConnection,
+    seen: &[OrderRecord],
     reason: &str,
 ) -> Result<HashSet<String>, DbErr> {
     if seen.is_empty() {
         return Ok(HashSet::new());
     }
     let mut which = Condition::any();
-    for (id, version) in seen {
+    for record in seen {
         which = which.add(
             Condition::all()
-                .add(order::Column::Id.eq(id.as_str()))
-                .add(order::Column::Version.eq(*version)),
+                .add(order::Column::Id.eq(record.order.id.as_str()))
+                .add(order::Column::Version.eq(record.order.version)),
         );
     }
+    let at = now();
     let mut update = order::Entity::update_many()
         .col_expr(order::Column::Status, Expr::value(Status::Cancelled))
         .col_expr(
             order::Column::Version,
             Expr::col(order::Column::Version).add(1),
         )
-        .col_expr(order::Column::UpdatedAt, Expr::value(now()))
+        .col_expr(order::Column::UpdatedAt, Expr::value(at))
         .col_expr(order::Column::CancelReason, Expr::value(reason))
         .filter(order::Column::Status.eq(Status::Pending))
         .filter(which)
         .into_query();
     update.returning_all();
-    let stmt = db.get_database_backend().build(&update);
-    let moved = order::Entity::find().from_raw_sql(stmt).all(db).await?;
+    let txn = db.begin().await?;
+    let stmt = txn.get_database_backend().build(&update);
+    let moved = order::Entity::find().from_raw_sql(stmt).all(&txn).await?;
+    let items: HashMap<&str, &[order_item::Model]> = seen
+        .iter()
+        .map(|r| (r.order.id.as_str(), r.items.as_slice()))
+        .collect();
+    for order in &moved {
+        let after = OrderRecord {
+            items: items
+                .get(order.id.as_str())
+                .map(|i| i.to_vec())
+                .unwrap_or_default(),
+            order: order.clone(),
+        };
+        events::status_changed(&txn, Status::Pending, &after, at).await?;
+    }
+    txn.commit().await?;
     Ok(moved.into_iter().map(|o| o.id).collect())
 }
 

@@ -22,6 +22,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20250201_000002_pending_expiry_index::Migration),
             Box::new(m20250301_000003_reconciler_claims::Migration),
             Box::new(m20251201_000004_customer_status_index::Migration),
+            // Last, as every publishing service's Migrator has it.
+            Box::new(stockmesh::events::OutboxMigration),
         ]
     }
 }

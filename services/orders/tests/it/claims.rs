@@ -176,7 +176,16 @@ pub async fn batch_cancellation_moves_only_rows_as_they_were_read(backend: Backe
         .await
         .unwrap_or_else(|e| panic!("claim: {e}"))
     );
-    let seen: Vec<(String, i64)> = staged.iter().map(|p| (p.id.clone(), 2)).collect();
+    // Every order as read at version 2 (before the two changes above).
+    let mut seen = Vec::new();
+    for p in &staged {
+        let mut record = store::record(&db, &p.id)
+            .await
+            .unwrap_or_else(|e| panic!("read: {e}"))
+            .unwrap_or_else(|| panic!("order {} gone", p.id));
+        record.order.version = 2;
+        seen.push(record);
+    }
     let moved = store::cancel_pending(&db, &seen, RESERVATION_EXPIRED)
         .await
         .unwrap_or_else(|e| panic!("cancel: {e}"));

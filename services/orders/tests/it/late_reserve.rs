@@ -77,6 +77,15 @@ macro_rules! proxy {
     ($($method:ident($req:ident) -> $resp:ident;)*) => {
         #[tonic::async_trait]
         impl InventoryService for LateReserveProxy {
+            type WatchStockStream = tonic::codec::Streaming<inv::WatchStockResponse>;
+
+            async fn watch_stock(
+                &self,
+                req: Request<inv::WatchStockRequest>,
+            ) -> Result<Response<Self::WatchStockStream>, Status> {
+                self.inner.clone().watch_stock(pass_on(req)).await
+            }
+
             async fn reserve(
                 &self,
                 req: Request<inv::ReserveRequest>,
@@ -108,6 +117,7 @@ proxy! {
     get_reservation(GetReservationRequest) -> GetReservationResponse;
     record_measurement(RecordMeasurementRequest) -> RecordMeasurementResponse;
     list_measurements(ListMeasurementsRequest) -> ListMeasurementsResponse;
+    set_low_stock_threshold(SetLowStockThresholdRequest) -> SetLowStockThresholdResponse;
 }
 
 fn route(proxy_state: (Arc<AtomicBool>, Arc<Mutex<Vec<String>>>)) -> InventoryRoute {

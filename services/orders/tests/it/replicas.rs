@@ -78,6 +78,15 @@ macro_rules! proxy {
     ) => {
         #[tonic::async_trait]
         impl InventoryService for CountingProxy {
+            type WatchStockStream = tonic::codec::Streaming<inv::WatchStockResponse>;
+
+            async fn watch_stock(
+                &self,
+                req: Request<inv::WatchStockRequest>,
+            ) -> Result<Response<Self::WatchStockStream>, RpcStatus> {
+                self.inner.clone().watch_stock(pass_on(req)).await
+            }
+
             $(
                 async fn $counted(
                     &self,
@@ -116,6 +125,7 @@ proxy! {
         adjust_stock(AdjustStockRequest) -> AdjustStockResponse;
         record_measurement(RecordMeasurementRequest) -> RecordMeasurementResponse;
         list_measurements(ListMeasurementsRequest) -> ListMeasurementsResponse;
+        set_low_stock_threshold(SetLowStockThresholdRequest) -> SetLowStockThresholdResponse;
     }
 }
 
