@@ -18,7 +18,9 @@ pub struct Env {
     pub mesh: TestMesh,
     pub _auth: Running,
     pub products: Option<Running>,
-    pub _inventory: Running,
+    /// `None` once a test stopped it.
+    pub inventory: Option<Running>,
+    pub inventory_addr: std::net::SocketAddr,
     pub admin: String,
     pub operator: String,
     pub customer: String,
@@ -77,7 +79,8 @@ impl Env {
             mesh,
             _auth: auth,
             products: Some(products),
-            _inventory: inventory,
+            inventory_addr: inventory.addr,
+            inventory: Some(inventory),
             admin,
             operator,
             customer,
@@ -89,6 +92,13 @@ impl Env {
 
     pub fn inv(&self) -> Inventory {
         self.inv.clone()
+    }
+
+    /// A connection of the test's own to the inventory database.
+    pub async fn inventory_db(&self) -> sea_orm::DatabaseConnection {
+        stockmesh::db::connect(&self.mesh.database_url(Target::Inventory))
+            .await
+            .unwrap_or_else(|e| panic!("inventory db: {e}"))
     }
 
     /// A new product in the catalog; returns its id.

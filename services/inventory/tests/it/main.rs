@@ -3,10 +3,13 @@
 //! services and clients do. Every test runs on SQLite and on PostgreSQL.
 
 mod common;
+mod events;
 mod measurements;
+mod outbox_log;
 mod rbac;
 mod reservations;
 mod stock;
 mod sweeper;
 mod tombstones;
 mod warehouses;
+mod watch;
