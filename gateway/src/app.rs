@@ -1,6 +1,7 @@
 //! The dispatcher behind the one port: operational endpoints, then by content type gRPC
-//! (proxied), gRPC-web (translated by tonic-web, then proxied the same way) or REST
-//! (transcoded into a unary gRPC call).
+//! (proxied), gRPC-web (translated by tonic-web, then proxied the same way), then by path
+//! Connect (a known `/pkg.Service/Method`, [`crate::connect`]) or REST (transcoded into a
+//! gRPC call; server-streaming routes answer as SSE or NDJSON, [`crate::streaming`]).
 //!
 //! Proxying is a plain tower call on the upstream's [`UpstreamChannel`]: the request's
 //! headers (`authorization`, `grpc-timeout`, `x-request-id`, custom metadata) and body

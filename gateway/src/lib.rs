@@ -6,9 +6,13 @@
 //!   and trailers intact, through the kernel's resilience stack ([`app`]).
 //! * **gRPC-web** (binary and text) is translated to gRPC by tonic-web and proxied the same
 //!   way, so browsers need no Envoy.
+//! * **Connect** (unary POST with JSON or protobuf, GET for reads, server streaming) on the
+//!   method paths is translated to gRPC ([`connect`]), so `createConnectTransport` works.
 //! * **REST/JSON** is transcoded per the `google.api.http` rules of the embedded descriptor
-//!   set ([`routes`], [`template`], [`transcode`]); `/openapi.json` documents it
-//!   ([`openapi`]).
+//!   set ([`routes`], [`template`], [`transcode`]); server-streaming routes answer as
+//!   Server-Sent Events or NDJSON ([`streaming`]); `/openapi.json` documents it
+//!   ([`openapi`]). Translated calls reach the upstream through [`upstream`], which reads
+//!   replies message by message.
 //!
 //! Around that: CORS, token checks and rate limits at the edge ([`edge`]) keyed by the
 //! client address ([`client_ip`], trusted proxies), body caps enforced while bodies stream
@@ -123,7 +127,7 @@ pub async fn serve(
         }
     };
     health.set_serving().await;
-    tracing::info!(%addr, routes, "gateway listening (HTTP/1.1 and h2c: gRPC, gRPC-web, REST)");
+    tracing::info!(%addr, routes, "gateway listening (HTTP/1.1 and h2c: gRPC, gRPC-web, Connect, REST)");
     let server = axum::serve(listener, tower::service_fn(make))
         .with_graceful_shutdown(signal)
         .into_future();
@@ -171,8 +175,10 @@ fn local_services(
 }
 
 /// CORS for browsers: origins from `STOCKMESH_CORS_ORIGINS` (`*` = any), request headers
-/// mirrored (gRPC-web clients send `x-grpc-web`, `x-user-agent`, `grpc-timeout`, …), and
-/// the gRPC status headers exposed so scripts can read them.
+/// mirrored (gRPC-web clients send `x-grpc-web`, `x-user-agent`, `grpc-timeout`, …;
+/// Connect clients `connect-protocol-version`, `connect-timeout-ms`; a reconnecting
+/// EventSource `last-event-id`), and the gRPC status headers exposed so scripts can read
+/// them (Connect puts its errors in the body).
 fn cors(config: &Config) -> CorsLayer {
     let origins = &config.gateway.cors_origins;
     let allow_origin = if origins.iter().any(|o| o.trim() == "*") {
