@@ -7,10 +7,12 @@
 //!   id and waits for the PubAck, so an event is out only once the stream stored it, and a
 //!   row published twice within the duplicate window is stored once.
 //! * Each feed reads through an ordered consumer (ephemeral, no acks, flow-controlled by the
-//!   client) filtered on its subject, starting with the events published after it was
-//!   created (`DeliverPolicy::New`). When the consumer breaks (NATS restarted, stream
-//!   recreated) a new one resumes after the last stream sequence the feed saw, so nothing
-//!   published meanwhile is skipped.
+//!   client) filtered on its subject, starting with the events stored since the feed was
+//!   created (less [`CLOCK_SLACK`]; `DeliverPolicy::ByStartTime`), so that a consumer
+//!   created late (NATS down at start, requests queued until it is back) skips nothing the
+//!   relays published meanwhile. When the consumer breaks (NATS restarted, stream
+//!   recreated) a new one resumes after the last stream sequence the feed saw. What is
+//!   delivered twice is dropped by event id.
 //! * The client connects in the background (`retry_on_initial_connect`) and reconnects for
 //!   ever: a service starts and answers while NATS is down; its events wait in the outbox.
 
@@ -31,6 +33,9 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Waits between attempts to (re)open a feed's consumer.
 const REOPEN_MIN: Duration = Duration::from_millis(100);
 const REOPEN_MAX: Duration = Duration::from_secs(2);
+/// How far a feed that starts late reaches back before its creation time, for clock skew
+/// between this host and the NATS server (which stamps the messages).
+const CLOCK_SLACK: Duration = Duration::from_secs(2);
 
 /// The stream every event goes to (see the module docs for the limits).
 pub fn stream_config(name: &str, prefix: &str) -> stream::Config {
@@ -190,9 +195,16 @@ impl NatsBus {
         let service = self.service;
         // Stream sequence to resume from after a broken consumer.
         let mut resume: Option<u64> = None;
+        let created = chrono::Utc::now() - CLOCK_SLACK;
         let mut wait = REOPEN_MIN;
         loop {
-            match self.open(topic, resume).await {
+            let start = match resume {
+                Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
+                None => consumer::DeliverPolicy::ByStartTime {
+                    start_time: created,
+                },
+            };
+            match self.open(topic, start).await {
                 Ok(mut messages) => {
                     feed.set_ready();
                     wait = REOPEN_MIN;
@@ -229,16 +241,12 @@ impl NatsBus {
     async fn open(
         &self,
         topic: Topic,
-        resume: Option<u64>,
+        deliver_policy: consumer::DeliverPolicy,
     ) -> Result<consumer::pull::Ordered, async_nats::Error> {
         let stream = self
             .ensure_stream()
             .await
             .map_err(|e| -> async_nats::Error { Box::new(e) })?;
-        let deliver_policy = match resume {
-            Some(start_sequence) => consumer::DeliverPolicy::ByStartSequence { start_sequence },
-            None => consumer::DeliverPolicy::New,
-        };
         let consumer = stream
             .create_consumer(consumer::pull::OrderedConfig {
                 filter_subject: self.subject(topic),

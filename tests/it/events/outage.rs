@@ -102,4 +102,68 @@ async fn nats_outage_loses_nothing(backend: Backend) {
     inventory.stop().await;
 }
 
-stockmesh::db_tests!(nats_outage_loses_nothing);
+/// A service whose NATS is down when it starts: start does not wait for it (beyond the
+/// feeds' short first try), events wait in the outbox, go out once NATS comes up, and
+/// reach a watcher that attached during the outage.
+async fn start_with_nats_down_then_catch_up(backend: Backend) {
+    let Some(mut nats) = OwnNats::start().await else {
+        return;
+    };
+    nats.kill().await;
+    let names = Names::new();
+    let tdb = stockmesh::testing::TestDb::new(backend).await;
+    let db = stockmesh::db::connect_and_migrate::<super::OutboxOnly>(&tdb.url)
+        .await
+        .unwrap();
+    let mut config = stockmesh::Config::from_env().unwrap();
+    names.apply(&mut config, &nats.url());
+    config.events.outbox_poll_ms = 100;
+    let shutdown = stockmesh::Shutdown::new();
+    let started = std::time::Instant::now();
+    let events =
+        stockmesh::events::Events::start(&config, Target::Orders, db.clone(), shutdown.clone())
+            .await
+            .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "start took {:?} with NATS down",
+        started.elapsed()
+    );
+    let sent: Vec<_> = (0..5)
+        .map(|n| super::event(Topic::OrderStatusChanged, n))
+        .collect();
+    for e in &sent {
+        stockmesh::events::append(&db, e).await.unwrap();
+        events.committed();
+    }
+    assert_eq!(stockmesh::events::outbox::pending(&db).await.unwrap(), 5);
+    // Attached while NATS is down: its feed's first consumer comes after the relay may
+    // have published, and still must not skip those events.
+    let mut watcher = events.feed(Topic::OrderStatusChanged).watch(None);
+    nats.spawn().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while events.relay_stats().published < 5 {
+        assert!(tokio::time::Instant::now() < deadline, "relay caught up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let ids: Vec<String> = stream_messages(&nats.url(), &names.stream)
+        .await
+        .into_iter()
+        .map(|(_, id)| id)
+        .collect();
+    let want: Vec<String> = sent.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(ids, want, "in order, once");
+    for e in &sent {
+        assert_eq!(
+            &super::next_event(&mut watcher, Duration::from_secs(20)).await,
+            e
+        );
+    }
+    shutdown.trigger();
+    db.close().await.unwrap();
+}
+
+stockmesh::db_tests!(
+    nats_outage_loses_nothing,
+    start_with_nats_down_then_catch_up
+);
