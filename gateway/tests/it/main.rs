@@ -48,6 +48,7 @@ stockmesh::db_tests!(
     trusted_proxies_separate_forwarded_clients,
     edge_logins_cannot_lock_out_services_or_admin,
     grpc_and_grpc_web_streams,
+    streams_outlive_the_upstream_timeout,
     connect_unary_and_get,
     connect_streams,
     sse_and_ndjson_streams,

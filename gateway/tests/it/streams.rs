@@ -181,3 +181,46 @@ async fn text_message(stream: &mut crate::support::Streaming, n: usize) -> pb::W
         );
     }
 }
+
+/// A stream is not a call that must answer within the upstream timeout: with the
+/// gateway's default deadline at 300 ms, streams through it (proxied and translated)
+/// still deliver a change made a second later.
+pub async fn streams_outlive_the_upstream_timeout(backend: Backend) {
+    let env = Env::start_with(backend, |c| c.resilience.upstream_timeout_ms = 300).await;
+    let (pid, wid) = stocked(&env, 1).await;
+    let mut client = InventoryServiceClient::new(env.channel().await);
+    let mut stream = client
+        .watch_stock(pb::WatchStockRequest {
+            product_ids: vec![pid.clone()],
+            after_event_id: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(WAIT, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let mut sse = env
+        .open(
+            Method::GET,
+            &format!("/v1/stock:watch?productIds={pid}"),
+            &[("accept", "text/event-stream")],
+            "",
+            false,
+        )
+        .await;
+    sse.next_event(WAIT).await;
+    // Time passing is the point here, not a wait for something to happen.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    env.restock(&pid, &wid, 1).await;
+    let change = tokio::time::timeout(WAIT, stream.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(change.stock.unwrap().total_on_hand, 2);
+    let event = sse.next_event(WAIT).await;
+    assert!(event.contains("\"totalOnHand\":\"2\""), "{event}");
+}
