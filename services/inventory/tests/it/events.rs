@@ -10,7 +10,7 @@ use stockmesh::testing::{Backend, with_token};
 use tonic::Code;
 
 use crate::common::{Env, expect_code, reserve_req, status};
-use crate::outbox_log::{OutboxLog, fail_outbox, heal_outbox};
+use crate::outbox_log::{OutboxLog, fail_outbox, heal_outbox, schema_session};
 
 stockmesh::db_tests!(
     a_change_and_its_events_commit_or_roll_back_together,
@@ -77,7 +77,7 @@ fn cause(e: &pb::StockChanged) -> Cause {
 
 async fn a_change_and_its_events_commit_or_roll_back_together(backend: Backend) {
     let env = Env::start(backend).await;
-    let db = env.inventory_db().await;
+    let db = schema_session(&env.mesh.database_url(stockmesh::Target::Inventory)).await;
     let log = OutboxLog::install(env.inventory_db().await).await;
     let product = env.product("widget").await;
     let wh = env.warehouse("main", 0.0, 0.0).await;

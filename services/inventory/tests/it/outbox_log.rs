@@ -7,7 +7,22 @@
 //! * [`fail_outbox`] / [`heal_outbox`]: a BEFORE INSERT trigger that raises, so the
 //!   transaction of a change fails after the change's own statements and before commit.
 
-use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, Statement};
+use sea_orm::{
+    ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement,
+};
+
+/// A connection of one session to `url`, for changing the schema: every statement on it
+/// sees the schema the previous one left (a pool may answer from a session whose view of
+/// a just-dropped trigger is stale).
+pub async fn schema_session(url: &str) -> DatabaseConnection {
+    let mut opts = ConnectOptions::new(url.to_string());
+    opts.max_connections(1)
+        .min_connections(1)
+        .sqlx_logging(false);
+    Database::connect(opts)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"))
+}
 
 /// The events that committed in one service's database since [`OutboxLog::install`].
 pub struct OutboxLog {

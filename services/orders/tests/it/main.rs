@@ -10,9 +10,11 @@
 
 mod access;
 mod claims;
+mod events;
 mod expiry;
 mod late_reserve;
 mod lifecycle;
+mod outbox_log;
 mod recovery;
 mod replicas;
 mod saga;
@@ -26,6 +28,12 @@ use claims::{
     batch_cancellation_moves_only_rows_as_they_were_read,
     claims_take_a_batch_of_unclaimed_rows_and_lapse,
     concurrent_claimers_split_the_rows_and_take_none_twice,
+};
+use events::{
+    an_order_change_and_its_event_commit_or_roll_back_together,
+    order_events_carry_the_order_as_answered,
+    watch_orders_ends_unauthenticated_when_the_token_expires,
+    watch_orders_shows_customers_their_own_and_staff_everything,
 };
 use expiry::{
     completing_an_order_whose_reservation_expired_cancels_it,
@@ -78,4 +86,8 @@ stockmesh::db_tests!(
     batch_cancellation_moves_only_rows_as_they_were_read,
     two_replicas_reconcile_each_due_order_exactly_once,
     a_wave_of_5000_due_orders_is_reconciled,
+    an_order_change_and_its_event_commit_or_roll_back_together,
+    order_events_carry_the_order_as_answered,
+    watch_orders_shows_customers_their_own_and_staff_everything,
+    watch_orders_ends_unauthenticated_when_the_token_expires,
 );
