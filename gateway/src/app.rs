@@ -287,6 +287,12 @@ impl State {
                 return ("unmatched".into(), err.into_rest());
             }
             Lookup::NotFound => {
+                // Paths the API does not have may be the web console's (`/`, its assets).
+                if let Some(resp) =
+                    crate::web::handle(req.method(), req.uri().path(), req.headers())
+                {
+                    return ("console".into(), resp);
+                }
                 let err = Error::NotFound {
                     method: req.method().clone(),
                     path: req.uri().path().to_string(),

@@ -18,7 +18,7 @@
 //! client address ([`client_ip`], trusted proxies), body caps enforced while bodies stream
 //! ([`body_cap`]), request ids, access logs and Prometheus metrics ([`observe`]), and
 //! `/healthz`, `/readyz`, `/metrics` plus the gateway's own `grpc.health.v1` and
-//! reflection ([`ops`]).
+//! reflection ([`ops`]). The web console's embedded bundle is served at `/` ([`web`]).
 //!
 //! The layers are assembled in [`serve`], outermost first: observe → CORS → dispatch.
 
@@ -52,6 +52,7 @@ pub mod streaming;
 pub mod template;
 pub mod transcode;
 pub mod upstream;
+pub mod web;
 
 /// How often idle rate-limit buckets are forgotten and histogram upkeep runs.
 const HOUSEKEEPING_EVERY: Duration = Duration::from_secs(30);
