@@ -323,7 +323,10 @@ pub struct RemoteJwks {
 impl RemoteJwks {
     pub fn new(channel: crate::client::UpstreamChannel) -> Self {
         Self {
-            client: crate::proto::auth::v1::auth_service_client::AuthServiceClient::new(channel),
+            client: crate::proto::auth::v1::auth_service_client::AuthServiceClient::new(
+                channel.clone(),
+            )
+            .max_decoding_message_size(channel.max_message_bytes()),
         }
     }
 }

@@ -79,6 +79,7 @@ pub struct UpstreamChannel {
     stack: Stack,
     route: Route,
     gate: Gate,
+    max_message_bytes: usize,
 }
 
 /// What refuses calls at once: the single endpoint's breaker, or every endpoint's.
@@ -191,6 +192,13 @@ impl UpstreamChannel {
             Gate::Many(endpoints) => endpoints.refusal(),
         }
     }
+
+    /// The largest response message a client on this channel should accept
+    /// (`STOCKMESH_MAX_MESSAGE_BYTES`): give it to the generated client, as in
+    /// `FooServiceClient::new(ch.clone()).max_decoding_message_size(ch.max_message_bytes())`.
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
 }
 
 /// Builds `caller`'s channel to `target` at the addresses configured for it.
@@ -201,6 +209,7 @@ pub fn upstream(config: &Config, caller: Target, target: Target) -> crate::Resul
         config.resilience.clone(),
     )
     .caller(caller.name())
+    .max_message_bytes(config.max_message_bytes)
     .build()
 }
 
@@ -236,6 +245,7 @@ pub struct ClientBuilder {
     addrs: Vec<String>,
     settings: ResilienceArgs,
     caller: &'static str,
+    max_message_bytes: usize,
 }
 
 impl ClientBuilder {
@@ -247,7 +257,15 @@ impl ClientBuilder {
             addrs,
             settings,
             caller: "client",
+            max_message_bytes: crate::message_limit::DEFAULT_MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// The largest response message the channel's clients accept (default 4 MiB); see
+    /// [`UpstreamChannel::max_message_bytes`].
+    pub fn max_message_bytes(mut self, limit: usize) -> Self {
+        self.max_message_bytes = limit;
+        self
     }
 
     /// Who makes the calls: the `caller` label of the channel's metrics.
@@ -319,6 +337,7 @@ impl ClientBuilder {
                 stack: Stack::One(svc),
                 route,
                 gate,
+                max_message_bytes: self.max_message_bytes,
             });
         }
 
@@ -357,6 +376,7 @@ impl ClientBuilder {
             gate: Gate::Many(endpoints.clone()),
             stack: Stack::Many(stack.service(Balanced::new(endpoints))),
             route,
+            max_message_bytes: self.max_message_bytes,
         })
     }
 }

@@ -113,6 +113,16 @@ pub struct Config {
         global = true
     )]
     pub drain_delay_ms: u64,
+    /// Largest gRPC message a service accepts or sends, and its outbound clients accept
+    /// (bytes); a larger one is RESOURCE_EXHAUSTED. The gateway's body cap
+    /// (`STOCKMESH_MAX_BODY_BYTES`) has the same default.
+    #[arg(
+        long,
+        env = "STOCKMESH_MAX_MESSAGE_BYTES",
+        default_value_t = crate::message_limit::DEFAULT_MAX_MESSAGE_BYTES,
+        global = true
+    )]
+    pub max_message_bytes: usize,
 
     #[command(flatten)]
     pub ports: Ports,
@@ -415,8 +425,10 @@ pub struct GatewaySettings {
         global = true
     )]
     pub rate_limit_burst: u32,
-    /// Largest accepted request body (bytes).
-    #[arg(long, env = "STOCKMESH_MAX_BODY_BYTES", default_value_t = 4 * 1024 * 1024, global = true)]
+    /// Largest accepted request body (bytes); 413 on REST, RESOURCE_EXHAUSTED on gRPC.
+    /// Defaults to the services' message limit (`STOCKMESH_MAX_MESSAGE_BYTES`), so a
+    /// body the gateway lets through is one a service accepts.
+    #[arg(long, env = "STOCKMESH_MAX_BODY_BYTES", default_value_t = crate::message_limit::DEFAULT_MAX_MESSAGE_BYTES, global = true)]
     pub max_body_bytes: usize,
     /// Proxies in front of the gateway whose `X-Forwarded-For` is believed
     /// (comma-separated IPs or CIDRs; empty: the TCP peer is the client).
@@ -625,6 +637,8 @@ mod tests {
     fn defaults_point_at_well_known_ports_and_sqlite_files() {
         let c = Config::from_env().unwrap();
         assert_eq!(c.port(Target::Orders), 50054);
+        assert_eq!(c.max_message_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.gateway.max_body_bytes, c.max_message_bytes);
         assert!(c.database_url(Target::Auth).ends_with("/auth.db"));
         assert_eq!(
             c.upstream_addrs(Target::Products),

@@ -246,7 +246,8 @@ impl ServiceIdentity {
         Self {
             target,
             secret: secret.to_string(),
-            auth: AuthServiceClient::new(auth),
+            auth: AuthServiceClient::new(auth.clone())
+                .max_decoding_message_size(auth.max_message_bytes()),
             cached: tokio::sync::Mutex::new(None),
         }
     }

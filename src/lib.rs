@@ -18,6 +18,7 @@ pub mod error;
 pub mod events;
 pub mod health;
 pub mod identity;
+pub mod message_limit;
 pub mod metrics;
 pub mod pagination;
 pub mod proto;

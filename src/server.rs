@@ -27,6 +27,7 @@ pub struct GrpcServer {
     routes: RoutesBuilder,
     health: HealthHandle,
     names: Vec<&'static str>,
+    max_message_bytes: usize,
 }
 
 impl GrpcServer {
@@ -40,8 +41,17 @@ impl GrpcServer {
             routes,
             health: health.clone(),
             names: vec![service],
+            max_message_bytes: crate::message_limit::DEFAULT_MAX_MESSAGE_BYTES,
         };
         (server, health)
+    }
+
+    /// The largest message each call may receive or send (default 4 MiB); one over it is
+    /// RESOURCE_EXHAUSTED ([`crate::message_limit`]). Give the generated servers the same
+    /// value as `max_decoding_message_size`, or tonic's own 4 MiB still applies.
+    pub fn max_message_bytes(mut self, limit: usize) -> Self {
+        self.max_message_bytes = limit;
+        self
     }
 
     /// Mounts a generated tonic service.
@@ -111,6 +121,9 @@ impl GrpcServer {
             .layer(crate::metrics::GrpcServerMetricsLayer)
             .layer(crate::telemetry::ServerSpanLayer)
             .layer(crate::resilience::deadline::InboundDeadlineLayer)
+            .layer(crate::message_limit::MessageLimitLayer::new(
+                self.max_message_bytes,
+            ))
             .add_routes(self.routes.routes())
             .serve_with_incoming_shutdown(incoming, signal);
         tokio::pin!(server);

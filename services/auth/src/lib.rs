@@ -61,7 +61,11 @@ pub async fn serve(
     let (server, health) = GrpcServer::new(Target::Auth.grpc_service()).await;
     let ready: api::Ready = Arc::new(OnceLock::new());
     let serving = server
-        .add_service(AuthServiceServer::new(api::AuthApi::new(ready.clone())))
+        .max_message_bytes(config.max_message_bytes)
+        .add_service(
+            AuthServiceServer::new(api::AuthApi::new(ready.clone()))
+                .max_decoding_message_size(config.max_message_bytes),
+        )
         .serve(listener, shutdown.clone(), config.drain());
     tokio::pin!(serving);
 

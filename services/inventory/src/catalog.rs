@@ -23,7 +23,8 @@ pub struct Catalog {
 impl Catalog {
     pub fn new(channel: UpstreamChannel) -> Self {
         Self {
-            client: ProductServiceClient::new(channel),
+            client: ProductServiceClient::new(channel.clone())
+                .max_decoding_message_size(channel.max_message_bytes()),
             known_variables: Mutex::new(HashSet::new()),
         }
     }

@@ -98,7 +98,10 @@ pub async fn serve(
     health.set_serving().await;
     health.watch_database(db.clone(), shutdown.clone());
     let served = server
-        .add_service(InventoryServiceServer::new(api))
+        .max_message_bytes(config.max_message_bytes)
+        .add_service(
+            InventoryServiceServer::new(api).max_decoding_message_size(config.max_message_bytes),
+        )
         .serve(listener, shutdown.clone(), config.drain())
         .await;
     stop_sweeper.trigger();

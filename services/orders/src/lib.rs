@@ -121,9 +121,12 @@ pub async fn serve(
         Duration::from_millis(config.orders.reconcile_interval_ms.max(1)),
         stop_reconciler.clone(),
     ));
-    let server = server.add_service(OrderServiceServer::new(api::OrderApi::new(
-        verifier, orders,
-    )));
+    let server = server
+        .max_message_bytes(config.max_message_bytes)
+        .add_service(
+            OrderServiceServer::new(api::OrderApi::new(verifier, orders))
+                .max_decoding_message_size(config.max_message_bytes),
+        );
     health.set_serving().await;
     health.watch_database(db, shutdown.clone());
     let served = server

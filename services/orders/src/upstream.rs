@@ -61,9 +61,11 @@ impl Upstreams {
     ) -> Self {
         Self {
             identity,
-            products: ProductServiceClient::new(products),
+            products: ProductServiceClient::new(products.clone())
+                .max_decoding_message_size(products.max_message_bytes()),
             inventory_gate: inventory.clone(),
-            inventory: InventoryServiceClient::new(inventory),
+            inventory: InventoryServiceClient::new(inventory.clone())
+                .max_decoding_message_size(inventory.max_message_bytes()),
         }
     }
 

@@ -54,10 +54,11 @@ pub async fn serve(
     )?));
     let ready: api::Ready = Arc::new(OnceLock::new());
     let serving = server
-        .add_service(ProductServiceServer::new(api::ProductApi::new(
-            ready.clone(),
-            verifier,
-        )))
+        .max_message_bytes(config.max_message_bytes)
+        .add_service(
+            ProductServiceServer::new(api::ProductApi::new(ready.clone(), verifier))
+                .max_decoding_message_size(config.max_message_bytes),
+        )
         .serve(listener, shutdown.clone(), config.drain());
     tokio::pin!(serving);
 

@@ -3,6 +3,7 @@
 //! Every suite runs on SQLite and on PostgreSQL (`stockmesh::db_tests!`).
 
 mod catalog;
+mod limits;
 mod pagination;
 mod rbac;
 mod service;

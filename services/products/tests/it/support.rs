@@ -89,7 +89,16 @@ async fn user_token(
 
 impl Env {
     pub async fn start(backend: Backend) -> Self {
+        Self::start_with(backend, |_| {}).await
+    }
+
+    /// Like [`Env::start`], with the configuration changed by `configure` first.
+    pub async fn start_with(
+        backend: Backend,
+        configure: impl FnOnce(&mut stockmesh::Config),
+    ) -> Self {
         let mut mesh = TestMesh::new(backend).await;
+        configure(&mut mesh.config);
         let auth = mesh.start(Target::Auth, stockmesh_auth::serve).await;
         let products = mesh
             .start(Target::Products, stockmesh_products::serve)
