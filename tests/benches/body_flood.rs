@@ -230,7 +230,11 @@ async fn main() {
         seen.dedup();
         for k in ["Grpc", "GrpcWeb", "Rest"] {
             println!("  {k}: refused {}/{}", refused(k), wave / 3);
-            assert_eq!(refused(k), wave / 3, "every oversized {k} body is refused: {seen:?}");
+            assert_eq!(
+                refused(k),
+                wave / 3,
+                "every oversized {k} body is refused: {seen:?}"
+            );
         }
         println!(
             "  answers seen: {seen:?}; mesh RSS peak so far {peak_mb:.1} MB (+{:.1} over idle)",
@@ -247,7 +251,11 @@ async fn main() {
     );
     let _ = child.kill().await;
     let _ = std::fs::remove_dir_all(&dir);
-    assert!(peaks[1] <= bound, "peak RSS growth {:.1} MB over {bound:.0} MB", peaks[1]);
+    assert!(
+        peaks[1] <= bound,
+        "peak RSS growth {:.1} MB over {bound:.0} MB",
+        peaks[1]
+    );
     assert!(
         peaks[1] <= peaks[0] + 24.0,
         "memory grew with the volume sent: {:.1} -> {:.1} MB",

@@ -261,7 +261,11 @@ mod tests {
         let allowed = (0..200u8)
             .filter(|i| t.attempt("admin@x.io", ip(*i)))
             .count();
-        assert_eq!(allowed, GLOBAL_FACTOR as usize - 1, "less the one the first sign-in took");
+        assert_eq!(
+            allowed,
+            GLOBAL_FACTOR as usize - 1,
+            "less the one the first sign-in took"
+        );
         assert!(!t.attempt("admin@x.io", ip(251)), "a new client waits");
         // …but the admin's own machine still gets in, under its own pair limit.
         assert!(t.attempt("admin@x.io", home));
