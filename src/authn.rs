@@ -149,23 +149,31 @@ struct Inner {
     verified: Mutex<LruCache<[u8; 32], Caller>>,
     source: Option<Box<dyn KeySource>>,
     last_fetch: tokio::sync::Mutex<Option<Instant>>,
+    /// Minimum time between two refetches.
+    refetch_every: Duration,
     validation: Validation,
 }
 
 impl Verifier {
     /// A verifier that knows `keys` and never fetches (auth itself).
     pub fn with_keys(keys: &[Jwk]) -> Result<Self, AuthnError> {
-        let v = Self::build(None);
+        let v = Self::build(None, REFETCH_EVERY);
         v.insert(keys)?;
         Ok(v)
     }
 
     /// A verifier that fetches keys from `source` when it meets an unknown `kid`.
     pub fn remote(source: impl KeySource) -> Self {
-        Self::build(Some(Box::new(source)))
+        Self::remote_every(source, REFETCH_EVERY)
     }
 
-    fn build(source: Option<Box<dyn KeySource>>) -> Self {
+    /// Like [`Verifier::remote`], refetching at most once per `min_interval` (tests use a
+    /// short one to see a rotation without waiting).
+    pub fn remote_every(source: impl KeySource, min_interval: Duration) -> Self {
+        Self::build(Some(Box::new(source)), min_interval)
+    }
+
+    fn build(source: Option<Box<dyn KeySource>>, refetch_every: Duration) -> Self {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 0;
         validation.set_issuer(&[ISSUER]);
@@ -179,6 +187,7 @@ impl Verifier {
                 )),
                 source,
                 last_fetch: tokio::sync::Mutex::new(None),
+                refetch_every,
                 validation,
             }),
         }
@@ -266,14 +275,14 @@ impl Verifier {
         })
     }
 
-    /// Fetches keys again, at most once per [`REFETCH_EVERY`]; concurrent callers wait
-    /// for the one fetch in flight.
+    /// Fetches keys again, at most once per [`REFETCH_EVERY`] (or the verifier's own
+    /// interval); concurrent callers wait for the one fetch in flight.
     async fn refetch(&self) -> Result<(), AuthnError> {
         let Some(source) = &self.inner.source else {
             return Err(AuthnError::UnknownKey);
         };
         let mut last = self.inner.last_fetch.lock().await;
-        if last.is_some_and(|t| t.elapsed() < REFETCH_EVERY) {
+        if last.is_some_and(|t| t.elapsed() < self.inner.refetch_every) {
             return Ok(());
         }
         let jwks = source
@@ -388,6 +397,154 @@ mod tests {
         // {"alg":"none","typ":"JWT"} . {"sub":"x"} . (no signature)
         let none = "eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.eyJzdWIiOiJ4In0.";
         assert_eq!(v.verify(none).await, Err(AuthnError::Invalid));
+    }
+
+    /// A key source whose JWKS a test changes, counting the fetches made of it.
+    #[derive(Clone, Default)]
+    struct FakeJwks {
+        keys: Arc<Mutex<Vec<Jwk>>>,
+        fetches: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl FakeJwks {
+        fn publish(&self, key: &TestKey) {
+            self.keys.lock().unwrap().push(key.jwk());
+        }
+        fn fetches(&self) -> usize {
+            self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    impl KeySource for FakeJwks {
+        fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, Status>> {
+            self.fetches
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let keys = self.keys.lock().unwrap().clone();
+            Box::pin(async move { Ok(keys) })
+        }
+    }
+
+    /// An Ed25519 key as auth would hold it.
+    struct TestKey {
+        kid: String,
+        signing: ed25519_dalek::SigningKey,
+    }
+
+    impl TestKey {
+        fn new(kid: &str, seed: u8) -> Self {
+            Self {
+                kid: kid.into(),
+                signing: ed25519_dalek::SigningKey::from_bytes(&[seed; 32]),
+            }
+        }
+        fn jwk(&self) -> Jwk {
+            use base64::Engine;
+            Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .encode(self.signing.verifying_key().to_bytes()),
+                kid: self.kid.clone(),
+                alg: "EdDSA".into(),
+                r#use: "sig".into(),
+            }
+        }
+        /// A valid customer token signed by this key, under `kid`.
+        fn token_as(&self, kid: &str) -> String {
+            use ed25519_dalek::pkcs8::EncodePrivateKey;
+            let der = self.signing.to_pkcs8_der().unwrap();
+            let now = jsonwebtoken::get_current_timestamp() as i64;
+            let claims = Claims {
+                sub: "u1".into(),
+                email: "u1@example.com".into(),
+                role: "ROLE_CUSTOMER".into(),
+                exp: now + 600,
+                iat: now,
+                jti: uuid::Uuid::new_v4().to_string(),
+                iss: ISSUER.into(),
+                aud: AUDIENCE.into(),
+            };
+            let mut header = jsonwebtoken::Header::new(Algorithm::EdDSA);
+            header.kid = Some(kid.into());
+            jsonwebtoken::encode(
+                &header,
+                &claims,
+                &jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+            )
+            .unwrap()
+        }
+        fn token(&self) -> String {
+            self.token_as(&self.kid)
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unknown_kid_refetches_the_jwks_once_and_then_accepts_the_new_key() {
+        let jwks = FakeJwks::default();
+        let old = TestKey::new("k1", 1);
+        jwks.publish(&old);
+        let v = Verifier::remote_every(jwks.clone(), Duration::from_millis(200));
+        assert_eq!(jwks.fetches(), 0, "keys are fetched lazily");
+        assert!(v.verify(&old.token()).await.is_ok());
+        assert_eq!(jwks.fetches(), 1);
+        // Known kid: no fetch, whatever the token.
+        assert!(v.verify(&old.token()).await.is_ok());
+        assert_eq!(jwks.fetches(), 1);
+
+        // Auth rotates: a new key is published and signs new tokens.
+        let new = TestKey::new("k2", 2);
+        jwks.publish(&new);
+        let fresh = new.token();
+        // Within the refetch interval the unknown kid costs no fetch and is refused...
+        assert_eq!(v.verify(&fresh).await, Err(AuthnError::UnknownKey));
+        assert_eq!(jwks.fetches(), 1, "rate-limited");
+        // ...and once the interval has passed, the first such token refetches once.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            match v.verify(&fresh).await {
+                Ok(caller) => {
+                    assert_eq!(caller.role, Role::Customer);
+                    break;
+                }
+                Err(AuthnError::UnknownKey) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("the new key was never fetched: {e}"),
+            }
+        }
+        assert_eq!(jwks.fetches(), 2, "exactly one refetch for the new kid");
+        // Both keys verify from now on without another fetch.
+        assert!(v.verify(&old.token()).await.is_ok());
+        assert!(v.verify(&new.token()).await.is_ok());
+        assert_eq!(jwks.fetches(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_forged_kids_costs_one_fetch() {
+        let jwks = FakeJwks::default();
+        let real = TestKey::new("real", 3);
+        jwks.publish(&real);
+        let v = Verifier::remote(jwks.clone());
+        let forged: Vec<String> = (0..200)
+            .map(|i| real.token_as(&format!("forged-{i}")))
+            .collect();
+        let results = futures::future::join_all(forged.iter().map(|t| v.verify(t))).await;
+        assert!(results.iter().all(|r| *r == Err(AuthnError::UnknownKey)));
+        assert_eq!(jwks.fetches(), 1, "concurrent unknown kids share one fetch");
+        // The real key came with that fetch.
+        assert!(v.verify(&real.token()).await.is_ok());
+        assert_eq!(jwks.fetches(), 1);
+    }
+
+    #[tokio::test]
+    async fn another_key_under_a_known_kid_is_refused() {
+        let jwks = FakeJwks::default();
+        let real = TestKey::new("real", 4);
+        let attacker = TestKey::new("real", 5);
+        jwks.publish(&real);
+        let v = Verifier::remote(jwks.clone());
+        assert_eq!(v.verify(&attacker.token()).await, Err(AuthnError::Invalid));
+        assert!(v.verify(&real.token()).await.is_ok());
     }
 
     fn remember(v: &Verifier, token: &str, caller: Caller) {

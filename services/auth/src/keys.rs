@@ -6,6 +6,13 @@
 //! If two replicas race to create the first key, both keys end up stored and published,
 //! and this service's own verifier re-reads the table when it meets a `kid` it does not
 //! know yet, so either replica accepts the other's tokens.
+//!
+//! Rotation ([`KeyRing::rotate`], [`crate::service::Auth::rotate_signing_key`]) stores a
+//! new key and signs with it from then on; the old keys stay stored and published, so a
+//! token signed before the rotation verifies until it expires. Other services meet the
+//! new `kid` on the first new token and refetch the JWKS ([`stockmesh::authn`]); other
+//! auth replicas accept it at once (their verifier re-reads the table) and sign with it
+//! after their next start. Old keys are never deleted (retiring them is not built yet).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -23,10 +30,15 @@ use crate::error::{Error, Result};
 
 /// Signs access tokens with the newest stored key and verifies them with any stored key.
 pub struct KeyRing {
-    kid: String,
-    encoding: EncodingKey,
+    signer: std::sync::RwLock<Signer>,
     verifier: Verifier,
     db: DatabaseConnection,
+}
+
+/// The key new tokens are signed with.
+struct Signer {
+    kid: String,
+    encoding: EncodingKey,
 }
 
 impl KeyRing {
@@ -34,16 +46,8 @@ impl KeyRing {
     pub async fn load_or_create(db: &DatabaseConnection) -> Result<Self> {
         let mut rows = stored(db).await?;
         if rows.is_empty() {
-            let created = generate()?;
+            let created = store_new(db).await?;
             tracing::info!(kid = %created.kid, "created the first token signing key");
-            signing_key::ActiveModel {
-                kid: Set(created.kid),
-                private_key: Set(created.private_key),
-                public_key: Set(created.public_key),
-                created_at: Set(chrono::Utc::now()),
-            }
-            .insert(db)
-            .await?;
             rows = stored(db).await?;
         }
         // Rows are sorted by kid, and kids are UUIDv7: the last one is the newest.
@@ -66,19 +70,50 @@ impl KeyRing {
             .insert(&rows.iter().map(jwk).collect::<Vec<_>>())
             .map_err(|e| Error::Crypto(format!("stored public key unusable: {e}")))?;
         Ok(Self {
-            kid: newest.kid.clone(),
-            encoding: EncodingKey::from_ed_der(&der),
+            signer: std::sync::RwLock::new(Signer {
+                kid: newest.kid.clone(),
+                encoding: EncodingKey::from_ed_der(&der),
+            }),
             verifier,
             db: db.clone(),
         })
     }
 
-    /// Signs `claims` as a JWT with `alg: EdDSA` and this ring's `kid`.
+    /// Signs `claims` as a JWT with `alg: EdDSA` and the current key's `kid`.
     pub fn sign(&self, claims: &stockmesh::authn::Claims) -> Result<String> {
+        let signer = self.signer.read().unwrap_or_else(|p| p.into_inner());
         let mut header = Header::new(Algorithm::EdDSA);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.encoding)
+        header.kid = Some(signer.kid.clone());
+        jsonwebtoken::encode(&header, claims, &signer.encoding)
             .map_err(|e| Error::Crypto(format!("signing an access token: {e}")))
+    }
+
+    /// The `kid` new tokens carry.
+    pub fn current_kid(&self) -> String {
+        self.signer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .kid
+            .clone()
+    }
+
+    /// Stores a new key and signs with it from now on; every older key stays stored,
+    /// published and accepted (see the module docs). Returns the new `kid`.
+    pub async fn rotate(&self) -> Result<String> {
+        let created = store_new(&self.db).await?;
+        let der = STANDARD
+            .decode(&created.private_key)
+            .map_err(|e| Error::Crypto(format!("new key is not base64: {e}")))?;
+        self.verifier
+            .insert(&[jwk_of(&created.kid, &created.public_key)])
+            .map_err(|e| Error::Crypto(format!("new public key unusable: {e}")))?;
+        let mut signer = self.signer.write().unwrap_or_else(|p| p.into_inner());
+        *signer = Signer {
+            kid: created.kid.clone(),
+            encoding: EncodingKey::from_ed_der(&der),
+        };
+        tracing::info!(kid = %created.kid, "rotated the token signing key");
+        Ok(created.kid)
     }
 
     /// Verifies access tokens issued by this service (or a replica sharing its database).
@@ -113,14 +148,32 @@ async fn stored(db: &DatabaseConnection) -> Result<Vec<signing_key::Model>> {
 }
 
 fn jwk(row: &signing_key::Model) -> Jwk {
+    jwk_of(&row.kid, &row.public_key)
+}
+
+fn jwk_of(kid: &str, public_key: &str) -> Jwk {
     Jwk {
         kty: "OKP".into(),
         crv: "Ed25519".into(),
-        x: row.public_key.clone(),
-        kid: row.kid.clone(),
+        x: public_key.to_string(),
+        kid: kid.to_string(),
         alg: "EdDSA".into(),
         r#use: "sig".into(),
     }
+}
+
+/// Generates a key pair and stores it.
+async fn store_new(db: &DatabaseConnection) -> Result<NewKey> {
+    let created = generate()?;
+    signing_key::ActiveModel {
+        kid: Set(created.kid.clone()),
+        private_key: Set(created.private_key.clone()),
+        public_key: Set(created.public_key.clone()),
+        created_at: Set(chrono::Utc::now()),
+    }
+    .insert(db)
+    .await?;
+    Ok(created)
 }
 
 /// A new key pair, encoded for storage.

@@ -248,6 +248,17 @@ impl Auth {
     pub async fn jwks(&self) -> Result<Vec<Jwk>> {
         self.keys.jwks().await
     }
+
+    /// Rotates the token signing key: new tokens carry a new `kid`; tokens signed before
+    /// stay valid until they expire (see [`crate::keys`]). Returns the new `kid`.
+    pub async fn rotate_signing_key(&self) -> Result<String> {
+        self.keys.rotate().await
+    }
+
+    /// The `kid` of the key new tokens are signed with.
+    pub fn signing_kid(&self) -> String {
+        self.keys.current_kid()
+    }
 }
 
 /// Counts a token request: `stockmesh_auth_tokens_issued_total{kind}` when it succeeded,

@@ -4,6 +4,7 @@
 mod forged;
 mod health;
 mod rbac;
+mod rotation;
 mod sessions;
 mod support;
 mod users;
