@@ -9,6 +9,7 @@
 mod balance;
 mod breaker;
 mod bulkhead;
+mod console;
 mod deadline;
 mod discovery;
 mod events;

@@ -124,6 +124,7 @@ export function App() {
       if (e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
       const a = (e.target as Element).closest?.("a");
       if (!a || a.target || a.hasAttribute("download") || a.origin !== location.origin) return;
+      if (a.getAttribute("href")?.startsWith("#")) return;
       e.preventDefault();
       navigate(a.pathname + a.search);
     };

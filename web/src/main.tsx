@@ -8,6 +8,8 @@ import { Cart } from "./state/cart";
 import "./styles.css";
 
 const kind = chooseTransport(location.search, localStorage.getItem(TRANSPORT_KEY));
+// `?transport=` is remembered like the sign-in screen's setting.
+localStorage.setItem(TRANSPORT_KEY, kind);
 const base = location.origin;
 const api = createApi(kind, base, localStorage);
 
