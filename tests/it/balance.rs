@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use stockmesh::proto::products::v1::GetProductRequest;
 use stockmesh::resilience::ResilienceArgs;
 use stockmesh_tests::fake::{FakeServer, Script};
-use stockmesh_tests::{drill_settings, products_client};
+use stockmesh_tests::{all_attempts, attempts, drill_settings, products_client, record_metrics};
 use tonic::Code;
 
 fn get(id: &str) -> GetProductRequest {
@@ -15,6 +15,7 @@ fn get(id: &str) -> GetProductRequest {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_endpoints_one_killed_requests_keep_succeeding() {
+    record_metrics();
     let (a, b) = (Script::default(), Script::default());
     let mut server_a = FakeServer::start(a.clone()).await;
     let server_b = FakeServer::start(b.clone()).await;
@@ -46,16 +47,40 @@ async fn two_endpoints_one_killed_requests_keep_succeeding() {
         b.gets()
     );
 
+    // Every call so far was one successful attempt on the endpoint that served it.
+    let (uri_a, uri_b) = (server_a.uri(), server_b.uri());
+    assert_eq!(attempts(&uri_a, "success"), a.gets() as u64);
+    assert_eq!(attempts(&uri_b, "success"), b.gets() as u64);
+    assert_eq!(all_attempts(&uri_a) + all_attempts(&uri_b), 100);
+
     server_a.stop().await;
-    let a_before = a.gets();
+    let b_before = b.gets();
+    let a_attempts_before = all_attempts(&uri_a);
     for _ in 0..5 {
         for r in burst(40).await {
             r.unwrap()
                 .expect("a call failed although one endpoint is up");
         }
     }
-    assert_eq!(a.gets(), a_before, "the dead endpoint served nothing");
-    assert!(b.gets() >= 300 - a_before);
+    // B served each of the 200 calls exactly once; every attempt sent to the dead A
+    // failed and was retried exactly once, on B.
+    assert_eq!(b.gets() - b_before, 200, "B served every call once");
+    let a_failed = attempts(&uri_a, "failure");
+    assert_eq!(
+        all_attempts(&uri_a) - a_attempts_before,
+        a_failed,
+        "nothing succeeded on the dead endpoint"
+    );
+    assert_eq!(
+        all_attempts(&uri_b),
+        b.gets() as u64,
+        "B's attempts all arrived"
+    );
+    assert_eq!(
+        all_attempts(&uri_a) + all_attempts(&uri_b),
+        100 + 200 + a_failed,
+        "one attempt per call, plus one retry per failure on A"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -5,7 +5,7 @@
 use stockmesh::proto::products::v1::{CreateProductRequest, GetProductRequest};
 use stockmesh::resilience::ResilienceArgs;
 use stockmesh_tests::fake::{FakeServer, Mode, Script};
-use stockmesh_tests::{drill_settings, products_client};
+use stockmesh_tests::{all_attempts, attempts, drill_settings, products_client, record_metrics};
 use tonic::Code;
 
 fn get(id: &str) -> GetProductRequest {
@@ -81,6 +81,8 @@ async fn transient_unavailable_is_retried_for_reads_only() {
 async fn writes_are_retried_when_the_request_never_left() {
     // Connection refused: nothing reached the server, so even a write is safe to resend,
     // and it succeeds once the server is up (here: never, so all attempts are refused).
+    // Nothing listens, so the client's own per-attempt counter is what counts.
+    record_metrics();
     let script = Script::default();
     let mut server = FakeServer::start(script.clone()).await;
     let addr = server.uri();
@@ -89,18 +91,20 @@ async fn writes_are_retried_when_the_request_never_left() {
         breaker_failures: 100,
         ..drill_settings()
     };
-    let mut client = products_client(&[addr], settings);
+    let mut client = products_client(std::slice::from_ref(&addr), settings);
     let start = std::time::Instant::now();
     let err = client.create_product(create("p")).await.unwrap_err();
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("cannot connect"), "{err:?}");
+    // Exactly STOCKMESH_RETRY_MAX_ATTEMPTS (3) attempts, each refused.
+    assert_eq!(attempts(&addr, "failure"), 3);
+    assert_eq!(all_attempts(&addr), 3);
     // Three attempts means two backoff waits of at least 25 and 50 ms.
     assert!(
         start.elapsed() >= std::time::Duration::from_millis(75),
         "{:?}",
         start.elapsed()
     );
-    assert_eq!(script.creates(), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -117,15 +121,17 @@ async fn the_budget_stops_retry_storms() {
         breaker_success_rate_percent: 0,
         ..drill_settings()
     };
+    record_metrics();
     let mut client = products_client(&[server.uri()], settings);
     for _ in 0..200 {
         let err = client.get_product(get("p")).await.unwrap_err();
         assert_eq!(err.code(), Code::Unavailable);
     }
-    // 200 calls may add at most 20 % retries (40), though 3 attempts each would be 600.
+    // Each call deposits 1 and a retry costs 5 (20 %), with no floor: calls run one after
+    // another within the budget's 10 s window, so every fifth call gets exactly one retry
+    // (its second would find the budget empty). 200 calls → 40 retries, where retries off
+    // would give 200 attempts and an unbounded retry 600.
     let calls = script.gets();
-    assert!(
-        (200..=240).contains(&calls),
-        "{calls} calls reached the server"
-    );
+    assert_eq!(calls, 240, "attempts that reached the server");
+    assert_eq!(attempts(&server.uri(), "failure"), 240, "attempts sent");
 }

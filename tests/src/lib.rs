@@ -35,3 +35,42 @@ pub fn products_client(
 ) -> ProductServiceClient<UpstreamChannel> {
     ProductServiceClient::new(channel(addrs, settings))
 }
+
+/// Installs this process's metrics recorder (if no test did yet), so that the outbound
+/// stack's counters are kept from now on: call it before building the client a test
+/// counts. Counters are per process; the `endpoint` label (a fake's unique address) keeps
+/// tests running in parallel apart.
+pub fn record_metrics() {
+    let _ = stockmesh::metrics::handle();
+}
+
+/// Attempts the outbound stack of this process made on `endpoint` (a URI as given to the
+/// client) with `outcome` (`success`, `failure`, `neutral`), from
+/// `stockmesh_upstream_attempts_total`: what the client sent, counted whether or not
+/// anything was listening.
+pub fn attempts(endpoint: &str, outcome: &str) -> u64 {
+    let text = stockmesh::metrics::render();
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("metrics do not parse: {e}"));
+    scrape
+        .samples
+        .iter()
+        .filter(|s| {
+            s.metric == "stockmesh_upstream_attempts_total"
+                && s.labels.get("endpoint") == Some(endpoint)
+                && s.labels.get("outcome") == Some(outcome)
+        })
+        .map(|s| match s.value {
+            prometheus_parse::Value::Counter(v) | prometheus_parse::Value::Untyped(v) => v as u64,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Every attempt on `endpoint`, whatever its outcome.
+pub fn all_attempts(endpoint: &str) -> u64 {
+    ["success", "failure", "neutral"]
+        .iter()
+        .map(|o| attempts(endpoint, o))
+        .sum()
+}
