@@ -5,7 +5,10 @@ This client knows only the public contract (shared/API.md) and the four service
 addresses. It has no generated code and no .proto files: every request and response
 class is built at run time from the servers' own reflection service
 (grpc.reflection.v1, falling back to v1alpha) through a protobuf DescriptorPool, and
-every call is a plain unary gRPC call.
+every call is a plain unary gRPC call, except the two live streams: WatchStock (one
+product) and WatchOrders (as the customer) are read in background threads from before
+the first restock to the end, and each restock of that product and each change of the
+customer's order must show on them within 1 s of the write's answer (LIVE_DEADLINE_S).
 
 The story: log in as the bootstrap admin, register customers, create an operator,
 build a catalog and warehouses, restock, place multi-line orders that are routed to
@@ -46,6 +49,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
 )
 
 CALL_TIMEOUT_S = 30.0
+LIVE_DEADLINE_S = 1.0  # issue 11: a watcher sees a write within a second of its answer
 StatusCode = grpc.StatusCode
 
 
@@ -123,21 +127,34 @@ class Service:
             if name not in self._methods:
                 m = self.descriptor.methods_by_name.get(name)
                 check(m is not None, f"{self.full_name} has no method {name} in reflection")
+                check(not m.client_streaming, f"{self.full_name}/{name} is client streaming")
                 req = message_factory.GetMessageClass(m.input_type)
                 resp = message_factory.GetMessageClass(m.output_type)
-                stub = self.channel.unary_unary(
+                # Unary or server streaming, as reflection describes the method.
+                kind = self.channel.unary_stream if m.server_streaming else self.channel.unary_unary
+                stub = kind(
                     f"/{self.full_name}/{name}",
                     request_serializer=req.SerializeToString,
                     response_deserializer=resp.FromString,
                 )
-                self._methods[name] = (req, resp, stub)
+                self._methods[name] = (req, resp, stub, m.server_streaming)
             return self._methods[name]
 
     def call(self, name: str, body: dict | None = None, token: str | None = None):
-        req_cls, _, stub = self.method(name)
+        req_cls, _, stub, streaming = self.method(name)
+        check(not streaming, f"{self.full_name}/{name} is server streaming: use watch()")
         request = json_format.ParseDict(body or {}, req_cls())
         metadata = [("authorization", f"Bearer {token}")] if token else None
         return stub(request, metadata=metadata, timeout=CALL_TIMEOUT_S)
+
+    def watch(self, name: str, body: dict | None = None, token: str | None = None) -> "Watch":
+        """Opens the server-streaming `name` (no deadline) and reads it in a background
+        thread; see Watch."""
+        req_cls, _, stub, streaming = self.method(name)
+        check(streaming, f"{self.full_name}/{name} is not server streaming in reflection")
+        request = json_format.ParseDict(body or {}, req_cls())
+        metadata = [("authorization", f"Bearer {token}")] if token else None
+        return Watch(f"{self.full_name}/{name}", stub(request, metadata=metadata))
 
     def fails(self, code: StatusCode, name: str, body: dict | None = None,
               token: str | None = None, also: tuple = ()) -> grpc.RpcError:
@@ -152,6 +169,89 @@ class Service:
             return err
         raise StoryFailure(f"{name}: expected {code.name}, but it succeeded: "
                            f"{json_format.MessageToJson(resp, indent=None)}")
+
+
+class Watch:
+    """A server stream read by a background thread: every message is kept with the
+    monotonic time it arrived, so the story can ask for the first message matching a
+    condition and measure how long after a write it came."""
+
+    def __init__(self, name: str, call):
+        self.name = name
+        self.call = call
+        self.messages: list[tuple[float, object]] = []
+        self.error: grpc.RpcError | None = None  # how the stream ended, if it did
+        self.ended = False
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._read, name=f"watch {name}", daemon=True)
+        self._thread.start()
+
+    def _read(self):
+        try:
+            for msg in self.call:
+                with self._cond:
+                    self.messages.append((time.monotonic(), msg))
+                    self._cond.notify_all()
+        except grpc.RpcError as err:
+            with self._cond:
+                self.error = err
+        finally:
+            with self._cond:
+                self.ended = True
+                self._cond.notify_all()
+
+    def wait_open(self, timeout_s: float = CALL_TIMEOUT_S):
+        """Waits for the response headers: the server has opened the stream (and, for the
+        Watch RPCs, subscribed to its feed) once it sends them."""
+        done = threading.Event()
+        threading.Thread(target=lambda: (self.call.initial_metadata(), done.set()), daemon=True).start()
+        check(done.wait(timeout_s), f"{self.name}: no response headers within {timeout_s}s")
+        self.alive()
+
+    def alive(self):
+        with self._cond:
+            if self.ended:
+                how = (f"{self.error.code().name}: {self.error.details()}" if self.error else "OK")
+                raise StoryFailure(f"{self.name} ended early with {how}")
+
+    def next_match(self, pred, start: int = 0, timeout_s: float = 1.0, what: str = "a message"):
+        """The first message from index `start` on for which pred holds, waiting up to
+        timeout_s for it: (index, arrival time, message)."""
+        deadline = time.monotonic() + timeout_s
+        i = start
+        with self._cond:
+            while True:
+                while i < len(self.messages):
+                    at, msg = self.messages[i]
+                    if pred(msg):
+                        return i, at, msg
+                    i += 1
+                left = deadline - time.monotonic()
+                if self.ended or left <= 0:
+                    break
+                self._cond.wait(left)
+        self.alive()
+        raise StoryFailure(f"{self.name}: {what} did not arrive within {timeout_s * 1000:.0f} ms "
+                           f"({len(self.messages) - start} other messages came)")
+
+    def count(self) -> int:
+        with self._cond:
+            return len(self.messages)
+
+    def cancel(self, timeout_s: float = 5.0) -> grpc.RpcError | None:
+        """Cancels the stream from the client side and waits for the reader to stop;
+        the stream must have been alive until then and must end CANCELLED."""
+        with self._cond:
+            was_alive = not self.ended
+            early = self.error
+        self.call.cancel()
+        self._thread.join(timeout_s)
+        check(not self._thread.is_alive(), f"{self.name}: reader still running {timeout_s}s after cancel")
+        if not was_alive:
+            how = f"{early.code().name}: {early.details()}" if early else "OK"
+            raise StoryFailure(f"{self.name} had ended before the cancel with {how}")
+        eq(self.error.code() if self.error else None, StatusCode.CANCELLED, f"{self.name} end after cancel")
+        return self.error
 
 
 def enum_name(message, field: str) -> str:
@@ -236,6 +336,8 @@ class Story:
         self.step_no = 0
         self.started = time.monotonic()
         self.names: dict[str, str] = {}  # id -> readable name, for messages
+        self.watches: list[Watch] = []
+        self.delays: list[tuple[str, float]] = []  # (what, seconds after the answer)
 
     # ----- output
 
@@ -285,6 +387,26 @@ class Story:
                  for w in sorted(s.warehouses, key=lambda w: self.names.get(w.warehouse_id, ""))]
         return (f"{self.names[pid]:<7} total {s.total_on_hand}/{s.total_reserved}/{s.total_available}"
                 f"  [{', '.join(parts)}]  (on_hand/reserved/available)")
+
+    # ----- live updates
+
+    def live(self, watch: "Watch", start: int, answered_at: float, pred, what: str):
+        """The first message of `watch` from index `start` on matching pred must arrive
+        within LIVE_DEADLINE_S of `answered_at` (the write's answer); records the delay
+        (negative when the event overtook the answer)."""
+        left = answered_at + LIVE_DEADLINE_S - time.monotonic()
+        i, at, msg = watch.next_match(pred, start, max(left, 0.0), what)
+        delay = at - answered_at
+        check(delay <= LIVE_DEADLINE_S, f"{watch.name}: {what} came {delay * 1000:.0f} ms after the answer")
+        self.delays.append((what, delay))
+        self.note(f"{watch.name.rsplit('/', 1)[1]}: {what}, {delay * 1000:+.1f} ms from the answer")
+        return i, msg
+
+    def close_watches(self):
+        """Cancels whatever stream is still open (a failed story must still exit)."""
+        for w in self.watches:
+            if not w.ended:
+                w.call.cancel()
 
     # ----- orders
 
@@ -467,18 +589,49 @@ class Story:
         self.verify_stock()  # nothing stocked yet: every total is zero
         self.done()
 
+        # ------------------------------------------------------------------ live updates
+        self.step("live: WatchStock(Anvil) and WatchOrders (as Alice) open in background threads;"
+                  " the stock stream starts with its snapshot")
+        pid_a = self.products["A"]
+        self.stock_watch = self.inv.watch("WatchStock", {"product_ids": [pid_a]})
+        self.watches.append(self.stock_watch)
+        _, _, snap = self.stock_watch.next_match(lambda m: True, 0, CALL_TIMEOUT_S, "the snapshot")
+        eq(snap.event_id, "", "WatchStock first message event_id (the snapshot)")
+        eq(enum_name(snap, "cause"), "STOCK_CHANGE_CAUSE_UNSPECIFIED", "WatchStock snapshot cause")
+        eq(snap.stock.product_id, pid_a, "WatchStock snapshot product")
+        eq((snap.stock.total_on_hand, snap.stock.total_reserved, snap.stock.total_available), (0, 0, 0),
+           "WatchStock snapshot totals before any restock")
+        self.order_watch = self.ord.watch("WatchOrders", {}, alice)
+        self.watches.append(self.order_watch)
+        # WatchOrders has no first message: its response headers say it is subscribed.
+        self.order_watch.wait_open()
+        self.order_watch.alive()
+        self.stock_watch.alive()
+        self.done()
+
         # ------------------------------------------------------------------ restock
         self.step("restock (operator), replay of a restock moves nothing")
         plan = [("A", "PAR", 10), ("A", "BER", 5), ("B", "PAR", 2), ("B", "BER", 20), ("B", "MAD", 8),
                 ("C", "MAD", 4), ("D", "PAR", 5), ("E", "NORTH", 2), ("E", "CHANNEL", 2)]
         first_a_par = None
+        seen = 1  # the snapshot
         for p, w, q in plan:
             rid = f"restock-{R}-{p}-{w}"
             resp = self.inv.call("Restock", {"product_id": self.products[p], "warehouse_id": self.warehouses[w],
                                              "quantity": q, "request_id": rid}, op)
+            answered_at = time.monotonic()
             self.ledger.restock(self.products[p], self.warehouses[w], q)
             if (p, w) == ("A", "PAR"):
                 first_a_par = resp
+            if p == "A":
+                total = resp.stock.total_on_hand
+                i, msg = self.live(self.stock_watch, seen, answered_at,
+                                   lambda m, t=total: m.event_id != "" and m.stock.total_on_hand == t,
+                                   f"Anvil total_on_hand {total} after Restock {w} +{q}")
+                eq(enum_name(msg, "cause"), "STOCK_CHANGE_CAUSE_RESTOCK", "WatchStock cause of a restock")
+                eq(msg.stock.product_id, self.products["A"], "WatchStock product")
+                eq((msg.stock.total_reserved, msg.stock.total_available), (0, total), "WatchStock totals")
+                seen = i + 1
         self.verify_stock()
         replay = self.inv.call("Restock", {"product_id": self.products["A"], "warehouse_id": self.warehouses["PAR"],
                                            "quantity": 10, "request_id": f"restock-{R}-A-PAR"}, op)
@@ -506,8 +659,17 @@ class Story:
         potsdam, toledo = (52.39, 13.06), (39.86, -4.02)
 
         self.step("order 1 (Alice, delivery Potsdam): Anvil x4 + Bolt x6 -> both from Berlin")
+        watched = self.order_watch.count()
         o1 = self.create_order(alice, f"o1-{R}", [("A", 4), ("B", 6)], *potsdam)
+        answered_at = time.monotonic()
         eq(enum_name(o1, "status"), "ORDER_STATUS_PENDING", "order 1 status")
+        _, ev = self.live(self.order_watch, watched, answered_at,
+                          lambda m: m.order.id == o1.id and enum_name(m.order, "status") == "ORDER_STATUS_PENDING",
+                          "order 1 PENDING after CreateOrder")
+        check(ev.event_id != "", "WatchOrders message has an event_id")
+        eq(enum_name(ev, "previous_status"), "ORDER_STATUS_UNSPECIFIED", "previous_status of a new order")
+        eq((ev.order.customer_id, ev.order.total_cents), (self.alice_id, o1.total_cents),
+           "WatchOrders carries the whole order")
         eq(o1.customer_id, self.alice_id, "order 1 customer")
         eq(o1.total_cents, 4 * pA + 6 * pB, "order 1 total_cents")
         eq(o1.currency, "USD", "order 1 currency")
@@ -677,8 +839,14 @@ class Story:
 
         self.step("Alice may not complete; operator completes order 1 -> COMPLETED, stock leaves on_hand")
         self.ord.fails(StatusCode.PERMISSION_DENIED, "CompleteOrder", {"id": o1.id}, alice)
+        watched = self.order_watch.count()
         done1 = self.ord.call("CompleteOrder", {"id": o1.id}, op).order
+        answered_at = time.monotonic()
         eq(enum_name(done1, "status"), "ORDER_STATUS_COMPLETED", "order 1 status")
+        _, ev = self.live(self.order_watch, watched, answered_at,
+                          lambda m: m.order.id == o1.id and enum_name(m.order, "status") == "ORDER_STATUS_COMPLETED",
+                          "order 1 COMPLETED after CompleteOrder")
+        eq(enum_name(ev, "previous_status"), "ORDER_STATUS_PENDING", "previous_status of the completed order")
         for pid, wid, q in self.lines(o1):
             self.ledger.commit(pid, wid, q)
         self.verify_stock()
@@ -824,6 +992,32 @@ class Story:
             check(on_hand >= reserved >= 0, "ledger invariant")
         self.done()
 
+        self.step("live: the streams stayed up, Alice saw only her orders, WatchStock ends at GetStock;"
+                  " both cancelled cleanly")
+        final = self.stock(self.products["A"])
+
+        def same(m):
+            return (m.stock.total_on_hand, m.stock.total_reserved, m.stock.total_available,
+                    sorted((w.warehouse_id, w.on_hand, w.reserved) for w in m.stock.warehouses)) == \
+                   (final.total_on_hand, final.total_reserved, final.total_available,
+                    sorted((w.warehouse_id, w.on_hand, w.reserved) for w in final.warehouses))
+
+        self.stock_watch.next_match(lambda m: m is self.stock_watch.messages[-1][1] and same(m),
+                                    max(self.stock_watch.count() - 1, 0), 5.0, "the final Anvil stock")
+        stock_msgs = [m for _, m in self.stock_watch.messages]
+        check(all(m.stock.product_id == self.products["A"] for m in stock_msgs), "WatchStock only sends Anvil")
+        check(all(m.event_id for m in stock_msgs[1:]), "every WatchStock message after the snapshot has an event_id")
+        order_msgs = [m for _, m in self.order_watch.messages]
+        others = {m.order.customer_id for m in order_msgs} - {self.alice_id}
+        check(not others, f"Alice's WatchOrders shows other customers' orders: {others}")
+        check({o1.id, o2.id, o3.id} <= {m.order.id for m in order_msgs}, "Alice's WatchOrders shows her orders")
+        for w in (self.stock_watch, self.order_watch):
+            w.cancel()
+        self.note(f"WatchStock {len(stock_msgs)} messages, WatchOrders {len(order_msgs)}; cancelled -> CANCELLED")
+        self.note("event arrival relative to the write's answer (limit +1000 ms): "
+                  + ", ".join(f"{d * 1000:+.1f} ms" for _, d in self.delays))
+        self.done()
+
         for s in (self.auth, self.prod, self.inv, self.ord):
             s.channel.close()
 
@@ -864,7 +1058,10 @@ def main(argv=None) -> int:
             wait_ready(addresses, services, args.wait_ready)
             if args.ready_only:
                 return 0
-        story.run_story()
+        try:
+            story.run_story()
+        finally:
+            story.close_watches()
     except StoryFailure as e:
         print(f"FAILED at step {story.step_no}: {e}", flush=True)
         return 1
