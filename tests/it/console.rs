@@ -15,6 +15,7 @@ use stockmesh::testing::{Backend, TestMesh, in_ci};
 use super::process::Mesh;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
+const TOKEN_TTL_SECS: u64 = 12;
 
 fn tool(name: &str) -> bool {
     Command::new(name)
@@ -42,6 +43,12 @@ async fn console_e2e(backend: Backend) {
         .join(format!("{backend:?}").to_lowercase());
     let _one_at_a_time = WEB_DIR.lock().await;
     let mut mesh = Mesh::new(backend).await;
+    // Short-lived access tokens: the browser's sessions must refresh (and reopen their
+    // streams) during the run.
+    mesh.set_env(
+        "STOCKMESH_ACCESS_TOKEN_TTL_SECS",
+        TOKEN_TTL_SECS.to_string(),
+    );
     mesh.start_up().await;
     let base = format!("http://{}", mesh.addr(Target::Gateway));
     let status = tokio::task::spawn_blocking(move || {
@@ -61,6 +68,7 @@ async fn console_e2e(backend: Backend) {
             .env("STOCKMESH_TEST_ADMIN_PASSWORD", TestMesh::ADMIN_PASSWORD)
             .env("STOCKMESH_E2E_OUT", &out)
             .env("CHROMIUM", CHROMIUM)
+            .env("STOCKMESH_E2E_TOKEN_TTL_SECS", TOKEN_TTL_SECS.to_string())
             .status()
             .unwrap_or_else(|e| panic!("node --test e2e/: {e}"))
     })

@@ -5,6 +5,8 @@
 //   STOCKMESH_TEST_ADMIN_EMAIL / STOCKMESH_TEST_ADMIN_PASSWORD
 //   STOCKMESH_E2E_OUT              folder for screenshots (default ../target/console-e2e)
 //   CHROMIUM                       browser binary (default /usr/bin/chromium)
+//   STOCKMESH_E2E_TOKEN_TTL_SECS   the mesh's access-token lifetime, when the runner made it
+//                                  short (the session must refresh before it, mid-test)
 //
 // The admin works over gRPC-web (the default), the customer over Connect
 // (`?transport=connect`). Screenshots of every main screen go to STOCKMESH_E2E_OUT.
@@ -45,6 +47,29 @@ async function newPage(who, opts = {}) {
 }
 
 const state = {};
+
+/** RFC 4180: quoted fields with doubled quotes, CRLF or LF; a trailing newline ends the last row. */
+function parseCsv(text) {
+  const rows = [];
+  let row = [];
+  let field = "";
+  let quoted = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (quoted) {
+      if (c === '"' && text[i + 1] === '"') (field += '"'), i++;
+      else if (c === '"') quoted = false;
+      else field += c;
+    } else if (c === '"') quoted = true;
+    else if (c === ",") row.push(field), (field = "");
+    else if (c === "\n" || c === "\r") {
+      if (c === "\r" && text[i + 1] === "\n") i++;
+      row.push(field), rows.push(row), (row = []), (field = "");
+    } else field += c;
+  }
+  if (field || row.length) row.push(field), rows.push(row);
+  return rows;
+}
 
 before(async () => {
   assert.ok(ADMIN_PASSWORD, "STOCKMESH_TEST_ADMIN_PASSWORD is required");
@@ -199,7 +224,7 @@ test("dashboard shows the sale, and its CSV matches the API", async () => {
   await byProduct.getByRole("button", { name: /Download CSV/ }).click();
   const file = await download;
   assert.equal(file.suggestedFilename(), "sales-by-product.csv");
-  const csv = readFileSync(await file.path(), "utf8").trim().split(/\r?\n/).map((l) => l.split(","));
+  const csv = parseCsv(readFileSync(await file.path(), "utf8"));
   const [head, ...rows] = csv;
   const col = (n) => head.indexOf(n);
   const mine = rows.find((r) => r[col("productId")] === state.productId);
@@ -214,6 +239,34 @@ test("dashboard shows the sale, and its CSV matches the API", async () => {
 
   const stock = await api("/v1/reports/stock", "text/csv");
   assert.match(stock, new RegExp(`${state.productId}`));
+});
+
+test("the sessions outlive their access tokens (refresh rotation in the browser, streams reopened)", async (t) => {
+  const ttl = Number(process.env.STOCKMESH_E2E_TOKEN_TTL_SECS ?? 0);
+  if (!ttl || ttl > 30) return t.skip("access tokens live too long to expire during the test");
+  const { admin, customer } = state;
+  const stored = (page) => page.evaluate(() => JSON.parse(localStorage.getItem("stockmesh.session") ?? "null"));
+  const first = await stored(customer);
+  // Wait past the first token's expiry: the session must have rotated on its own.
+  const deadline = Date.now() + (ttl + 5) * 1000;
+  while (Date.now() < first.expiresAt + 1000) {
+    assert.ok(Date.now() < deadline, "waited too long");
+    await customer.waitForTimeout(250);
+  }
+  const now = await stored(customer);
+  assert.ok(now, "still signed in after the first access token expired");
+  assert.notEqual(now.refreshToken, first.refreshToken, "the refresh token rotated");
+  assert.ok(now.expiresAt > Date.now(), "the stored access token is current");
+  // The orders stream (ended by the server when its token expired) is live again, and calls work.
+  await customer.getByTestId("live-state").filter({ hasText: "Live" }).waitFor({ timeout: LIVE_MS * 2 });
+  await customer.getByRole("link", { name: "Catalog" }).click();
+  await customer.getByRole("heading", { name: "Catalog" }).waitFor();
+  await customer.getByRole("link", { name: "My orders" }).click();
+  await customer.locator(`li.order[data-order-id="${state.orderId}"]`).getByTestId("order-status").filter({ hasText: "COMPLETED" }).waitFor();
+  await admin.getByRole("link", { name: "Users" }).click();
+  await admin.getByRole("cell", { name: `ana-${run}@example.com`, exact: true }).waitFor();
+  await shot(admin, "13-admin-users");
+  assert.match(await customer.getByTestId("who").innerText(), /Ana E2E/);
 });
 
 test("phone width: the catalog and menu work at 390 px", async () => {

@@ -105,6 +105,17 @@ describe("Session", () => {
     expect(s.current?.refreshToken).toBe("r1");
   });
 
+  it("a stream ended by an expired token reopens without a rotation when the session is already fresh", async () => {
+    const refresh = vi.fn(async () => reply(2));
+    const { s, advance } = make(refresh);
+    s.signedIn(reply(1));
+    expect(await s.ensureFresh()).toBe(true);
+    expect(refresh).not.toHaveBeenCalled();
+    advance(899_000);
+    expect(await s.ensureFresh()).toBe(true);
+    expect(refresh).toHaveBeenCalledOnce();
+  });
+
   it("restores a stored session and signs out", () => {
     const storage = new MemStorage();
     make(vi.fn(), storage).s.signedIn(reply(1));

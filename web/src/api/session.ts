@@ -139,6 +139,18 @@ export class Session {
   }
 
   /**
+   * For a stream the server ended UNAUTHENTICATED (its token expired): true at once when the
+   * session already holds a token well before its expiry (refreshed since the stream
+   * opened), else a refresh.
+   */
+  ensureFresh(): Promise<boolean> {
+    const t = this.tokens;
+    if (!t) return Promise.resolve(false);
+    if (this.now() < t.expiresAt - refreshMargin(t.ttlMs)) return Promise.resolve(true);
+    return this.refresh();
+  }
+
+  /**
    * Rotates the refresh token (once for concurrent callers). `failed` is the access token a
    * call was refused with: when the session already moved past it, nothing is rotated.
    * True when a fresh access token is available.

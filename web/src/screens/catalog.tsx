@@ -118,7 +118,7 @@ export function ProductPage({ id }: { id: string }) {
         setLive(s);
         setWatchError(s === "stopped" ? err ?? null : null);
       },
-      onUnauthenticated: () => api.session.refresh(),
+      onUnauthenticated: () => api.session.ensureFresh(),
     });
   }, [api, id]);
 

@@ -35,7 +35,7 @@ function useLiveOrders(status: OrderStatus) {
         setLive(s);
         if (s === "stopped" && err) setError(err);
       },
-      onUnauthenticated: () => api.session.refresh(),
+      onUnauthenticated: () => api.session.ensureFresh(),
     });
     api.orders
       .listOrders({ pageSize: 100, status })
