@@ -295,6 +295,10 @@ pub fn percent_decode(text: &str, keep_slash: bool) -> Option<String> {
     while i < bytes.len() {
         if bytes[i] == b'%' {
             let hex = text.get(i + 1..i + 3)?;
+            // Two hex digits exactly: `from_str_radix` alone also takes a sign ("%+F").
+            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return None;
+            }
             let b = u8::from_str_radix(hex, 16).ok()?;
             if keep_slash && b == b'/' {
                 out.extend_from_slice(&bytes[i..i + 3]);
@@ -387,5 +391,14 @@ mod tests {
         assert_eq!(percent_decode("%e2%82%ac", false).as_deref(), Some("€"));
         assert_eq!(percent_decode("%zz", false), None);
         assert_eq!(percent_decode("%ff", false), None);
+    }
+
+    /// Found by the `path_template` fuzz target: a sign is not a hex digit.
+    #[test]
+    fn an_escape_with_a_sign_is_refused() {
+        assert_eq!(percent_decode("V%+F", false), None);
+        assert_eq!(percent_decode("%-1", true), None);
+        assert_eq!(percent_decode("%+0%41", false), None);
+        assert_eq!(percent_decode("%0A", false).as_deref(), Some("\n"));
     }
 }
