@@ -13,6 +13,10 @@
 //!   subject prefix per run and delete what they created.
 //! * [`bind`] and [`wait_serving`]: start servers on port 0 and wait for their health to
 //!   say SERVING (a readiness signal, never a sleep).
+//! * [`outbox_log`]: the events a service's transactions committed, read through
+//!   database triggers, and a trigger that makes the outbox insert fail.
+
+pub mod outbox_log;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

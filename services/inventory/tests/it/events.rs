@@ -10,7 +10,7 @@ use stockmesh::testing::{Backend, with_token};
 use tonic::Code;
 
 use crate::common::{Env, expect_code, reserve_req, status};
-use crate::outbox_log::{OutboxLog, fail_outbox, heal_outbox, schema_session};
+use stockmesh::testing::outbox_log::{OutboxLog, fail_outbox, heal_outbox, schema_session};
 
 stockmesh::db_tests!(
     a_change_and_its_events_commit_or_roll_back_together,

@@ -5,7 +5,6 @@
 mod common;
 mod events;
 mod measurements;
-mod outbox_log;
 mod rbac;
 mod reservations;
 mod stock;

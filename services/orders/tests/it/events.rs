@@ -14,8 +14,8 @@ use stockmesh::testing::{Backend, TestMesh, with_token};
 use tonic::Code;
 use tonic::codec::Streaming;
 
-use crate::outbox_log::{OutboxLog, fail_outbox, heal_outbox, schema_session};
 use crate::support::{Env, expect_code, status_of};
+use stockmesh::testing::outbox_log::{OutboxLog, fail_outbox, heal_outbox, schema_session};
 
 const TOPIC: &str = "orders.order_status_changed";
 const SECOND: Duration = Duration::from_secs(1);

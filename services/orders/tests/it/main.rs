@@ -14,7 +14,6 @@ mod events;
 mod expiry;
 mod late_reserve;
 mod lifecycle;
-mod outbox_log;
 mod recovery;
 mod replicas;
 mod saga;

@@ -100,6 +100,10 @@ impl OutboxLog {
     pub async fn len(&self) -> usize {
         self.all().await.len()
     }
+
+    pub async fn is_empty(&self) -> bool {
+        self.len().await == 0
+    }
 }
 
 /// Makes every insert into `outbox` fail ("injected").
