@@ -41,6 +41,7 @@ pub mod app;
 pub mod body_cap;
 pub mod client_ip;
 pub mod connect;
+pub mod contract;
 pub mod edge;
 pub mod error;
 pub mod observe;
