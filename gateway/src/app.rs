@@ -11,7 +11,9 @@
 //! UNAVAILABLE quickly instead of hanging the client.
 //!
 //! Every gRPC call — proxied or answered here (health, reflection) — passes the edge
-//! checks (token, rate limit) keyed by the resolved client address ([`crate::client_ip`]),
+//! checks (token, rate limit) keyed by the resolved client address ([`crate::client_ip`])
+//! before anything of its body is read: an RPC that needs a caller ([`crate::contract`])
+//! answers UNAUTHENTICATED / 401 to a call without a token whatever the body holds,
 //! and its body is capped while it streams ([`crate::body_cap`]). A proxied call carries
 //! the client address to the services, stamped by the kernel's [`ClientAttestor`] (any
 //! client-supplied copy is replaced).
@@ -39,6 +41,7 @@ use tower::{Layer, Service, ServiceExt};
 
 use crate::body_cap::{CappedBody, Tripped};
 use crate::client_ip::{ClientIp, TrustedProxies};
+use crate::contract::Access;
 use crate::edge::Edge;
 use crate::error::Error;
 use crate::observe::{Protocol, RouteLabel, StatusSlot};
@@ -76,6 +79,8 @@ pub struct State {
     methods: HashMap<String, (Target, MethodDescriptor)>,
     /// Services answered locally, by full name.
     local: HashMap<&'static str, LocalService>,
+    /// Who may call each method, by `/pkg.Service/Method` ([`crate::contract`]).
+    access: HashMap<String, Access>,
     pub edge: Edge,
     /// Whose `X-Forwarded-For` is believed.
     trusted: TrustedProxies,
@@ -127,6 +132,7 @@ impl State {
             }
         }
         let openapi = Bytes::from(crate::openapi::document(&pool, &routes).to_string());
+        let access = crate::contract::access_table(&pool);
         let edge = Edge::new(&config)?;
         let trusted = TrustedProxies::parse(&config.gateway.trusted_proxies)?;
         let attestor = ClientAttestor::new(&stockmesh::identity::resolve_secret(&config)?);
@@ -139,12 +145,34 @@ impl State {
             grpc_paths,
             methods,
             local,
+            access,
             edge,
             trusted,
             attestor,
             openapi,
             draining: AtomicBool::new(false),
         })
+    }
+
+    /// Who may call the method at `grpc_path`. Paths of no proxied method (health,
+    /// reflection, unknown ones answered UNIMPLEMENTED) need no caller.
+    pub fn access(&self, grpc_path: &str) -> Access {
+        self.access
+            .get(grpc_path)
+            .copied()
+            .unwrap_or(Access::Public)
+    }
+
+    /// The edge checks for a call of the method at `grpc_path` ([`Edge::admit`]).
+    pub async fn admit(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+        grpc_path: &str,
+    ) -> Result<(), Error> {
+        self.edge
+            .admit(headers, client, self.access(grpc_path))
+            .await
     }
 
     pub fn upstream(&self, target: Target) -> Option<UpstreamChannel> {
@@ -224,7 +252,7 @@ impl State {
             .unwrap_or("")
             .to_string();
         let client = req.extensions().get::<ClientIp>().map(|c| c.0);
-        if let Err(e) = self.edge.admit(req.headers(), client).await {
+        if let Err(e) = self.admit(req.headers(), client, req.uri().path()).await {
             return Status::from(e).into_http();
         }
         let limit = self.config.gateway.max_body_bytes;
@@ -329,7 +357,7 @@ impl State {
     ) -> Result<Response<Body>, Error> {
         let (parts, body) = req.into_parts();
         let client = parts.extensions.get::<ClientIp>().map(|c| c.0);
-        self.edge.admit(&parts.headers, client).await?;
+        self.admit(&parts.headers, client, &route.grpc_path).await?;
 
         let limit = self.config.gateway.max_body_bytes;
         let has_body = !matches!(route.body, crate::routes::BodyRule::None);

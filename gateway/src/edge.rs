@@ -1,11 +1,14 @@
 //! Edge checks run before any request reaches a service: token authentication and rate
 //! limiting.
 //!
-//! * **Authentication.** A request without `authorization` passes (public RPCs exist; the
-//!   services decide what needs a caller). A request *with* one must carry a well-formed,
-//!   unexpired bearer token signed by a key in auth's JWKS, or it is refused here with
-//!   UNAUTHENTICATED / 401 — forged and stale tokens never cost a service anything. The
-//!   header is forwarded unchanged: services still verify it and check roles themselves.
+//! * **Authentication.** A request without `authorization` passes only to a public RPC
+//!   ([`Access`], from the protos' `stockmesh.options.v1.access` via [`crate::contract`]);
+//!   to any other it is refused here with UNAUTHENTICATED / 401 *before its body is read*,
+//!   so a caller learns it must sign in whatever it sent (not a 400 about a body it may
+//!   not send at all). A request *with* a token must carry a well-formed, unexpired bearer
+//!   token signed by a key in auth's JWKS, or it is refused the same way — forged and
+//!   stale tokens never cost a service anything. The header is forwarded unchanged:
+//!   services still verify it and check roles themselves.
 //! * **Rate limiting** (governor, GCRA). Signed-in callers are limited per user (the
 //!   token's `sub`), so many users behind one NAT do not starve each other; anonymous
 //!   callers per client IP ([`crate::client_ip`]: the peer, or the address a trusted proxy
@@ -28,6 +31,7 @@ use stockmesh::{Config, Target};
 use tonic::Status;
 
 use crate::client_ip::rate_key;
+use crate::contract::Access;
 use crate::error::Error;
 use crate::rate_store::CappedStore;
 
@@ -81,12 +85,22 @@ impl Edge {
         }
     }
 
-    /// Authenticates (when a token is present) and counts the request. A refused token is
-    /// counted against the client's IP, so a flood of forged tokens is throttled too.
-    /// `client` is the resolved client address ([`crate::client_ip`]).
-    pub async fn admit(&self, headers: &HeaderMap, client: Option<IpAddr>) -> Result<(), Error> {
+    /// Authenticates (when a token is present, or `access` needs a caller) and counts the
+    /// request. A refused or missing token is counted against the client's IP, so a flood
+    /// of forged tokens is throttled too. `client` is the resolved client address
+    /// ([`crate::client_ip`]).
+    pub async fn admit(
+        &self,
+        headers: &HeaderMap,
+        client: Option<IpAddr>,
+        access: Access,
+    ) -> Result<(), Error> {
         let anonymous = client.map_or(ClientKey::Unknown, |ip| ClientKey::Ip(rate_key(ip)));
         let verified = match bearer(headers) {
+            Ok(None) if access.needs_caller() => {
+                self.check(&anonymous)?;
+                return Err(Status::from(AuthnError::Missing).into());
+            }
             Ok(None) => return self.check(&anonymous),
             Ok(Some(token)) => self.verifier.verify(token).await,
             Err(e) => Err(e),
@@ -154,11 +168,42 @@ mod tests {
     #[tokio::test]
     async fn bad_tokens_are_refused_and_missing_ones_pass() {
         let e = edge(0, 0);
-        assert!(e.admit(&HeaderMap::new(), None).await.is_ok());
+        assert!(
+            e.admit(&HeaderMap::new(), None, Access::Public)
+                .await
+                .is_ok()
+        );
         for bad in ["Basic abc", "Bearer", "Bearer not-a-jwt", "token"] {
-            let err = e.admit(&headers(bad), None).await.unwrap_err();
+            let err = e
+                .admit(&headers(bad), None, Access::Public)
+                .await
+                .unwrap_err();
             assert_eq!(err.code(), tonic::Code::Unauthenticated, "{bad}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_missing_token_is_refused_unless_the_rpc_is_public() {
+        let e = edge(0, 0);
+        for access in [Access::SignedIn, Access::Internal] {
+            let err = e.admit(&HeaderMap::new(), None, access).await.unwrap_err();
+            assert_eq!(err.code(), tonic::Code::Unauthenticated, "{access:?}");
+        }
+        assert!(
+            e.admit(&HeaderMap::new(), None, Access::Public)
+                .await
+                .is_ok()
+        );
+    }
+
+    #[tokio::test]
+    async fn missing_tokens_count_against_the_ip() {
+        let e = edge(1, 1);
+        let peer = Some(IpAddr::from([10, 0, 0, 4]));
+        let err = e.admit(&HeaderMap::new(), peer, Access::SignedIn).await;
+        assert_eq!(err.unwrap_err().code(), tonic::Code::Unauthenticated);
+        let err = e.admit(&HeaderMap::new(), peer, Access::SignedIn).await;
+        assert!(matches!(err, Err(Error::RateLimited { .. })), "{err:?}");
     }
 
     #[test]
@@ -184,10 +229,10 @@ mod tests {
         let peer = Some(IpAddr::from([10, 0, 0, 3]));
         let bad = headers("Bearer forged");
         for _ in 0..2 {
-            let err = e.admit(&bad, peer).await.unwrap_err();
+            let err = e.admit(&bad, peer, Access::Public).await.unwrap_err();
             assert_eq!(err.code(), tonic::Code::Unauthenticated);
         }
-        let err = e.admit(&bad, peer).await.unwrap_err();
+        let err = e.admit(&bad, peer, Access::Public).await.unwrap_err();
         assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
     }
 
@@ -197,10 +242,21 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let same_64: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let other_64: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert!(e.admit(&HeaderMap::new(), Some(a)).await.is_ok());
-        let err = e.admit(&HeaderMap::new(), Some(same_64)).await.unwrap_err();
+        assert!(
+            e.admit(&HeaderMap::new(), Some(a), Access::Public)
+                .await
+                .is_ok()
+        );
+        let err = e
+            .admit(&HeaderMap::new(), Some(same_64), Access::Public)
+            .await
+            .unwrap_err();
         assert!(matches!(err, Error::RateLimited { .. }), "{err:?}");
-        assert!(e.admit(&HeaderMap::new(), Some(other_64)).await.is_ok());
+        assert!(
+            e.admit(&HeaderMap::new(), Some(other_64), Access::Public)
+                .await
+                .is_ok()
+        );
     }
 
     #[test]

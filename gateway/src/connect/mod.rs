@@ -339,8 +339,12 @@ async fn unary(
     shape: Shape,
 ) -> Result<Response<Body>, Refusal> {
     let codec = shape.codec();
-    let limit_timeout = timeout(&parts.headers)?;
     let client = client(parts);
+    // The caller first: a call that needs one is refused before anything it sent is read.
+    state
+        .admit(&parts.headers, client, &path_of(method))
+        .await?;
+    let limit_timeout = timeout(&parts.headers)?;
     let message = match shape {
         Shape::Get(_) => GetQuery::parse(parts.uri.query().unwrap_or(""))?.message,
         _ => {
@@ -348,7 +352,6 @@ async fn unary(
             Vec::new()
         }
     };
-    state.edge.admit(&parts.headers, client).await?;
     let bytes = match shape {
         Shape::Get(_) => Bytes::from(message),
         _ => read_body(state, parts, body).await?,
@@ -403,11 +406,13 @@ async fn stream(
     codec: Codec,
 ) -> Result<Response<Body>, Refusal> {
     let slot = parts.extensions.get::<StatusSlot>().cloned();
+    let client = client(parts);
+    state
+        .admit(&parts.headers, client, &path_of(method))
+        .await?;
     let limit_timeout = timeout(&parts.headers)?;
     let deadline = limit_timeout.map(|t| tokio::time::Instant::now() + t);
     check_encoding(&parts.headers, "connect-content-encoding")?;
-    let client = client(parts);
-    state.edge.admit(&parts.headers, client).await?;
     let bytes = read_body(state, parts, body).await?;
     let message = single_envelope(&bytes)?;
     let request = decode_request(&method.input(), codec, message)?;

@@ -6,6 +6,7 @@
 
 mod abuse;
 mod connect;
+mod contract;
 mod edge;
 mod grpc;
 mod lockout;
@@ -17,6 +18,7 @@ mod support;
 
 use abuse::*;
 use connect::*;
+use contract::*;
 use edge::*;
 use grpc::*;
 use lockout::*;
@@ -53,4 +55,6 @@ stockmesh::db_tests!(
     connect_streams,
     sse_and_ndjson_streams,
     distributed_guessing_spares_the_admins_known_clients,
+    required_lists_match_invalid_argument_answers,
+    signed_in_routes_answer_401_before_reading_the_body,
 );
