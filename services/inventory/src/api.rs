@@ -4,7 +4,7 @@
 //! Restock, AdjustStock, SetLowStockThreshold and RecordMeasurement need OPERATOR or
 //! ADMIN; GetStock and WatchStock are public;
 //! Reserve, CommitReservation and ReleaseReservation are internal (service identities and
-//! ADMIN); GetReservation is internal or OPERATOR+. The caller is checked before the
+//! ADMIN); GetReservation is internal or OPERATOR+; GetStockReport is OPERATOR+. The caller is checked before the
 //! request is validated, so an unauthorised caller learns nothing from error messages.
 //!
 //! Every handler whose call may have committed events tells the outbox relay
@@ -27,6 +27,7 @@ use crate::entity::stock_request::RequestKind;
 use crate::entity::{measurement, reservation, warehouse};
 use crate::error::Error;
 use crate::measurements::{self, Filters, NewMeasurement};
+use crate::reports;
 use crate::reservations::{self, ReserveInput};
 use crate::stock::{self, StockChange, StockView};
 use crate::warehouses::{self, WarehouseFields};
@@ -349,6 +350,25 @@ impl InventoryService for InventoryApi {
             stock: Some(stock_pb(view)),
         }))
     }
+
+    async fn get_stock_report(
+        &self,
+        request: Request<pb::GetStockReportRequest>,
+    ) -> Result<Response<pb::GetStockReportResponse>, Status> {
+        self.staff(&request).await?;
+        let r = request.into_inner();
+        let filter = reports::Filter {
+            warehouse_id: Some(r.warehouse_id),
+            low_only: r.low_only,
+        };
+        let report =
+            reports::stock(&self.db, &self.catalog, self.default_threshold, &filter).await?;
+        Ok(Response::new(pb::GetStockReportResponse {
+            rows: report.rows.into_iter().map(stock_report_row_pb).collect(),
+            total_value_cents: report.total_value_cents,
+            currency: report.currency,
+        }))
+    }
 }
 
 // === encoding ===
@@ -385,6 +405,23 @@ fn stock_pb(v: StockView) -> pb::Stock {
                 available: w.on_hand - w.reserved,
             })
             .collect(),
+    }
+}
+
+fn stock_report_row_pb(r: reports::Row) -> pb::StockReportRow {
+    pb::StockReportRow {
+        product_id: r.product_id,
+        sku: r.sku,
+        product_name: r.product_name,
+        warehouse_id: r.warehouse_id,
+        warehouse_name: r.warehouse_name,
+        on_hand: r.on_hand,
+        reserved: r.reserved,
+        available: r.on_hand - r.reserved,
+        unit_price_cents: r.unit_price_cents,
+        value_cents: r.value_cents,
+        below_threshold: r.below_threshold,
+        low_stock_threshold: r.low_stock_threshold,
     }
 }
 

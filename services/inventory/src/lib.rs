@@ -23,7 +23,7 @@
 //!
 //! Modules: [`api`] (thin gRPC handlers), [`warehouses`], [`stock`], [`reservations`],
 //! [`geo`] (which warehouse serves a reservation), [`measurements`], [`catalog`]
-//! (ProductService lookups), [`sweeper`] (reservation expiry), [`events`] (what changes
+//! (ProductService lookups), [`reports`] (GetStockReport), [`sweeper`] (reservation expiry), [`events`] (what changes
 //! publish), [`thresholds`] (low-stock thresholds), [`watch`] (WatchStock), [`txn`],
 //! [`entity`], [`migration`], [`error`].
 
@@ -32,6 +32,7 @@ use std::time::Duration;
 
 use stockmesh::authn::{RemoteJwks, Verifier};
 use stockmesh::events::Events;
+use stockmesh::identity::{ServiceIdentity, resolve_secret};
 use stockmesh::proto::inventory::v1::inventory_service_server::InventoryServiceServer;
 use stockmesh::server::GrpcServer;
 use stockmesh::{Config, Shutdown, Target, client};
@@ -45,6 +46,7 @@ pub mod events;
 pub mod geo;
 pub mod measurements;
 pub mod migration;
+pub mod reports;
 pub mod reservations;
 pub mod stock;
 pub mod sweeper;
@@ -65,16 +67,18 @@ pub async fn serve(
     let target = Target::Inventory;
     let (server, health) = GrpcServer::new(target.grpc_service()).await;
     let db = stockmesh::db::connect_and_migrate::<Migrator>(&config.database_url(target)).await?;
-    let verifier = Verifier::remote(RemoteJwks::new(client::upstream(
-        &config,
+    let auth = client::upstream(&config, Target::Inventory, Target::Auth)?;
+    let verifier = Verifier::remote(RemoteJwks::new(auth.clone()));
+    // BatchGetProducts (the stock report) is internal: called as the inventory service.
+    let identity = Arc::new(ServiceIdentity::new(
         Target::Inventory,
-        Target::Auth,
-    )?));
-    let catalog = Arc::new(catalog::Catalog::new(client::upstream(
-        &config,
-        Target::Inventory,
-        Target::Products,
-    )?));
+        &resolve_secret(&config)?,
+        auth,
+    ));
+    let catalog = Arc::new(catalog::Catalog::new(
+        client::upstream(&config, Target::Inventory, Target::Products)?,
+        identity,
+    ));
     // A child token: the relay and feeds stop with the service (ending Watch streams
     // with UNAVAILABLE), not with a sibling's failure.
     let events = Events::start(&config, target, db.clone(), shutdown.child()).await?;

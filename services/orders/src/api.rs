@@ -10,14 +10,16 @@ use stockmesh::pagination::Page;
 use stockmesh::proto::orders::v1::order_service_server::OrderService;
 use stockmesh::proto::orders::v1::{
     CancelOrderRequest, CancelOrderResponse, CompleteOrderRequest, CompleteOrderResponse,
-    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderResponse, ListOrdersRequest,
-    ListOrdersResponse, Order, OrderItem, OrderStatus, WatchOrdersRequest,
+    CreateOrderRequest, CreateOrderResponse, GetOrderRequest, GetOrderResponse,
+    GetSalesReportRequest, GetSalesReportResponse, ListOrdersRequest, ListOrdersResponse, Order,
+    OrderItem, OrderStatus, SalesReportGrouping, SalesReportRow, WatchOrdersRequest,
 };
-use stockmesh::proto::timestamp;
+use stockmesh::proto::{from_timestamp, timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::entity::order::Status as Stored;
 use crate::orders::{ListFilter, Orders, Viewer};
+use crate::reports::{self, Grouping, Period};
 use crate::saga::{NewItem, NewOrder};
 use crate::store::OrderRecord;
 use crate::watch;
@@ -42,6 +44,15 @@ fn viewer(caller: &Caller) -> Viewer {
         user_id: caller.user_id.clone(),
         staff: caller.is_staff(),
     }
+}
+
+/// An optional timestamp field; INVALID_ARGUMENT naming `field` when out of range.
+fn instant(
+    field: &str,
+    ts: Option<&prost_types::Timestamp>,
+) -> Result<Option<chrono::DateTime<chrono::Utc>>, Status> {
+    ts.map(|t| from_timestamp(t).ok_or_else(|| invalid_field(field, "is out of range")))
+        .transpose()
 }
 
 fn required_id(id: &str) -> Result<&str, Status> {
@@ -278,5 +289,47 @@ impl OrderService for OrderApi {
             caller.expires_at,
             &msg.after_event_id,
         )))
+    }
+
+    async fn get_sales_report(
+        &self,
+        request: Request<GetSalesReportRequest>,
+    ) -> Result<Response<GetSalesReportResponse>, Status> {
+        self.verifier.caller(&request).await?.require_staff()?;
+        let msg = request.into_inner();
+        let grouping = match SalesReportGrouping::try_from(msg.group_by) {
+            Ok(SalesReportGrouping::Unspecified | SalesReportGrouping::Day) => Grouping::Day,
+            Ok(SalesReportGrouping::Product) => Grouping::Product,
+            Err(_) => {
+                return Err(invalid_field(
+                    "group_by",
+                    format!("unknown value {}", msg.group_by),
+                ));
+            }
+        };
+        let period = Period::new(
+            instant("start_time", msg.start_time.as_ref())?,
+            instant("end_time", msg.end_time.as_ref())?,
+            chrono::Utc::now(),
+        )?;
+        let report = reports::sales(self.orders.db(), grouping, period).await?;
+        Ok(Response::new(GetSalesReportResponse {
+            rows: report
+                .rows
+                .into_iter()
+                .map(|r| SalesReportRow {
+                    day: r.day,
+                    product_id: r.product_id,
+                    product_name: r.product_name,
+                    orders: r.orders,
+                    units: r.units,
+                    revenue_cents: r.revenue_cents,
+                })
+                .collect(),
+            total_orders: report.total_orders,
+            total_units: report.total_units,
+            total_revenue_cents: report.total_revenue_cents,
+            currency: report.currency,
+        }))
     }
 }

@@ -12,6 +12,7 @@
 //!   half-way, and cancelling PENDING orders whose reservations expired; each round drains
 //!   everything due in batches that replicas claim, so N replicas never work on one order
 //!   at once.
+//! * [`reports`]: GetSalesReport, one aggregate query per report.
 //! * [`store`]: database access, with every status change a conditional update.
 //! * [`upstream`]: calls to products and inventory as the orders *service identity*.
 //! * [`events`]: the `OrderStatusChanged` every visible status change writes into the
@@ -68,6 +69,7 @@ pub mod events;
 pub mod migration;
 pub mod orders;
 pub mod reconciler;
+pub mod reports;
 pub mod saga;
 pub mod store;
 pub mod upstream;

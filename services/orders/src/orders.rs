@@ -101,6 +101,11 @@ impl Orders {
         }
     }
 
+    /// The database (reports read it directly).
+    pub fn db(&self) -> &DatabaseConnection {
+        &self.db
+    }
+
     /// The event machinery (WatchOrders reads its feed).
     pub fn events(&self) -> &Events {
         &self.events

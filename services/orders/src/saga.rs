@@ -53,7 +53,7 @@ pub const MAX_ITEMS: usize = 100;
 /// Longest accepted request id.
 pub const MAX_REQUEST_ID_LEN: usize = 200;
 /// Currency of a product that names none (API default).
-const DEFAULT_CURRENCY: &str = "USD";
+pub(crate) const DEFAULT_CURRENCY: &str = "USD";
 /// How long a replay waits for the first call with its request id to finish.
 const REPLAY_WAIT: Duration = Duration::from_secs(10);
 /// Insert attempts before giving up on a request id whose intents keep vanishing

@@ -118,6 +118,7 @@ proxy! {
     record_measurement(RecordMeasurementRequest) -> RecordMeasurementResponse;
     list_measurements(ListMeasurementsRequest) -> ListMeasurementsResponse;
     set_low_stock_threshold(SetLowStockThresholdRequest) -> SetLowStockThresholdResponse;
+    get_stock_report(GetStockReportRequest) -> GetStockReportResponse;
 }
 
 fn route(proxy_state: (Arc<AtomicBool>, Arc<Mutex<Vec<String>>>)) -> InventoryRoute {

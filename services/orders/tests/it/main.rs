@@ -16,6 +16,7 @@ mod late_reserve;
 mod lifecycle;
 mod recovery;
 mod replicas;
+mod reports;
 mod saga;
 mod staging;
 mod support;
@@ -51,6 +52,7 @@ use recovery::{
 use replicas::{
     a_wave_of_5000_due_orders_is_reconciled, two_replicas_reconcile_each_due_order_exactly_once,
 };
+use reports::{sales_per_day_and_per_product, sales_report_validation_and_roles};
 use saga::{
     a_short_line_rolls_back_the_lines_before_it,
     bad_requests_are_refused_before_anything_is_reserved,
@@ -89,4 +91,6 @@ stockmesh::db_tests!(
     order_events_carry_the_order_as_answered,
     watch_orders_shows_customers_their_own_and_staff_everything,
     watch_orders_ends_unauthenticated_when_the_token_expires,
+    sales_per_day_and_per_product,
+    sales_report_validation_and_roles,
 );
