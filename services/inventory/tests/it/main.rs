@@ -6,6 +6,7 @@ mod common;
 mod events;
 mod measurements;
 mod rbac;
+mod reports;
 mod reservations;
 mod stock;
 mod sweeper;
