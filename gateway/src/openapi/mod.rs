@@ -570,5 +570,14 @@ mod tests {
             warehouses["InventoryService_UpdateWarehouse"].is_object(),
             "{warehouses}"
         );
+        assert_eq!(
+            warehouses["InventoryService_Restock"]["requestBody"]["warehouseId"],
+            "$response.body#/warehouse/id"
+        );
+        let suppliers = &doc["paths"]["/v1/suppliers"]["post"]["responses"]["200"]["links"];
+        assert_eq!(
+            suppliers["ProductService_CreateProduct"]["requestBody"]["supplierId"],
+            "$response.body#/supplier/id"
+        );
     }
 }

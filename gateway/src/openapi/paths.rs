@@ -8,9 +8,11 @@
 //! * Security comes from the RPC's access ([`crate::contract::Access`]): public
 //!   operations say `security: []`, the others bearer only — the same table the edge uses
 //!   to refuse a call without a token (401) before reading its body.
-//! * Links go from each `Create<Resource>` to the operations that take that resource's id
+//! * Links go from each `Create<Resource>` to the operations that take that resource's id:
 //!   in their path (`Get`, `Update`, `Delete`, custom verbs, and other services' routes
-//!   with a `{<resource>_id}` parameter), for clients and schemathesis' stateful phase.
+//!   with a `{<resource>_id}` parameter) or as a `<resource>_id` body field (a warehouse to
+//!   `Restock`, a variable to `RecordMeasurement`), for clients and schemathesis' stateful
+//!   phase.
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -423,33 +425,55 @@ pub(super) fn add_links(
         let resource = created.resource.name();
         let own_service = create_route.method.parent_service();
         let mut links = Map::new();
+        let expression = format!("$response.body#{}", created.id_pointer);
+        let reference = format!("{}_id", snake(resource));
         for (route, op_id) in routes {
             if route.method.full_name() == create_route.method.full_name() {
                 continue;
             }
-            let vars = route.template.variables();
-            let [var] = vars else { continue };
-            let param = param_name(&var.field_path);
-            let same_service = route.method.parent_service() == own_service;
-            let names_it = route.method.name().ends_with(resource)
-                && (param == "id" || param == format!("{}_id", snake(resource)));
-            let by_reference = param == format!("{}_id", snake(resource));
-            if !((same_service && names_it) || by_reference) {
-                continue;
-            }
-            let expression = format!("$response.body#{}", created.id_pointer);
-            links.insert(
-                op_id.clone(),
-                json!({
-                    "operationId": op_id,
-                    "parameters": {param: expression},
-                    "description": format!(
-                        "The {resource} created by {} ({}).",
-                        created.op_id,
-                        route.method.name()
-                    ),
-                }),
+            let description = format!(
+                "The {resource} created by {} ({}).",
+                created.op_id,
+                route.method.name()
             );
+            // By path: `{id}` of the resource's own operations, `{<resource>_id}` anywhere.
+            if let [var] = route.template.variables() {
+                let param = param_name(&var.field_path);
+                let same_service = route.method.parent_service() == own_service;
+                let names_it = route.method.name().ends_with(resource)
+                    && (param == "id" || param == reference);
+                if (same_service && names_it) || param == reference {
+                    links.insert(
+                        op_id.clone(),
+                        json!({
+                            "operationId": op_id,
+                            "parameters": {param: expression},
+                            "description": description,
+                        }),
+                    );
+                    continue;
+                }
+            }
+            // By body: a top-level `<resource>_id` field of a `body: "*"` request.
+            let in_path = route
+                .template
+                .variables()
+                .iter()
+                .any(|v| v.field_path.first() == Some(&reference));
+            if matches!(route.body, BodyRule::All)
+                && !in_path
+                && let Some(field) = route.method.input().get_field_by_name(&reference)
+                && !field.is_list()
+            {
+                links.insert(
+                    op_id.clone(),
+                    json!({
+                        "operationId": op_id,
+                        "requestBody": {field.json_name(): expression},
+                        "description": description,
+                    }),
+                );
+            }
         }
         if links.is_empty() {
             continue;
