@@ -358,6 +358,7 @@ impl State {
         let (parts, body) = req.into_parts();
         let client = parts.extensions.get::<ClientIp>().map(|c| c.0);
         self.admit(&parts.headers, client, &route.grpc_path).await?;
+        let answer = crate::csv::negotiate(route, &parts.headers)?;
 
         let limit = self.config.gateway.max_body_bytes;
         let has_body = !matches!(route.body, crate::routes::BodyRule::None);
@@ -409,6 +410,9 @@ impl State {
         let reply = upstream::unary(channel, req).await?;
         let out = DynamicMessage::decode(route.method.output(), reply)
             .map_err(|e| Status::internal(format!("undecodable response from upstream: {e}")))?;
+        if answer == crate::csv::Answer::Csv {
+            return crate::csv::response(&out, parts.uri.path());
+        }
         let json = transcode::response_json(route, &out)?;
         let mut resp = Response::new(Body::from(json));
         resp.headers_mut().insert(

@@ -30,6 +30,9 @@ pub enum Error {
     },
     #[error("unsupported content type {0:?}: use application/json")]
     UnsupportedMediaType(String),
+    /// `Accept` admits nothing the route answers ([`crate::csv`]) → 406.
+    #[error("not acceptable: {0}")]
+    NotAcceptable(String),
     #[error("request body larger than {limit} bytes")]
     TooLarge { limit: usize },
     #[error("rate limit exceeded; retry in {}s", retry_after.as_secs())]
@@ -50,9 +53,10 @@ impl Error {
     /// The gRPC code clients see.
     pub fn code(&self) -> Code {
         match self {
-            Error::BadField { .. } | Error::BadBody(_) | Error::UnsupportedMediaType(_) => {
-                Code::InvalidArgument
-            }
+            Error::BadField { .. }
+            | Error::BadBody(_)
+            | Error::UnsupportedMediaType(_)
+            | Error::NotAcceptable(_) => Code::InvalidArgument,
             Error::NotFound { .. } => Code::NotFound,
             Error::MethodNotAllowed { .. } => Code::Unimplemented,
             Error::TooLarge { .. } | Error::RateLimited { .. } => Code::ResourceExhausted,
@@ -66,6 +70,7 @@ impl Error {
             Error::NotFound { .. } => StatusCode::NOT_FOUND,
             Error::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Error::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Error::NotAcceptable(_) => StatusCode::NOT_ACCEPTABLE,
             Error::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             _ => http_status(self.code()),
         }

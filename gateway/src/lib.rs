@@ -11,8 +11,8 @@
 //! * **REST/JSON** is transcoded per the `google.api.http` rules of the embedded descriptor
 //!   set ([`routes`], [`template`], [`transcode`]); server-streaming routes answer as
 //!   Server-Sent Events or NDJSON ([`streaming`]); `/openapi.json` documents it
-//!   ([`openapi`]). Translated calls reach the upstream through [`upstream`], which reads
-//!   replies message by message.
+//!   ([`openapi`]); report reads also answer `text/csv` ([`csv`]). Translated calls
+//!   reach the upstream through [`upstream`], which reads replies message by message.
 //!
 //! Around that: CORS, token checks and rate limits at the edge ([`edge`]) keyed by the
 //! client address ([`client_ip`], trusted proxies), body caps enforced while bodies stream
@@ -42,6 +42,7 @@ pub mod body_cap;
 pub mod client_ip;
 pub mod connect;
 pub mod contract;
+pub mod csv;
 pub mod edge;
 pub mod error;
 pub mod observe;
