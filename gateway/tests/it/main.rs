@@ -11,6 +11,7 @@ mod edge;
 mod grpc;
 mod lockout;
 mod node;
+mod reports;
 mod rest;
 mod sse;
 mod streams;
@@ -23,6 +24,7 @@ use edge::*;
 use grpc::*;
 use lockout::*;
 use node::*;
+use reports::*;
 use rest::*;
 use sse::*;
 use streams::*;
@@ -57,4 +59,6 @@ stockmesh::db_tests!(
     distributed_guessing_spares_the_admins_known_clients,
     required_lists_match_invalid_argument_answers,
     signed_in_routes_answer_401_before_reading_the_body,
+    report_csv_matches_json,
+    csv_elsewhere_is_not_acceptable,
 );
