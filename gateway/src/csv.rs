@@ -58,6 +58,28 @@ pub fn answers_csv(route: &Route) -> bool {
         && rows_field(&route.method.output()).is_some()
 }
 
+/// The OpenAPI media type object of the CSV answer of a route with `output`.
+pub fn openapi_content(output: &MessageDescriptor) -> serde_json::Value {
+    let header: Vec<String> = rows_field(output)
+        .and_then(|f| match f.kind() {
+            Kind::Message(row) => Some(row.fields().map(|f| f.json_name().to_string()).collect()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    serde_json::json!({
+        "schema": {
+            "type": "string",
+            "description": format!(
+                "With `Accept: text/csv`: RFC 4180 CSV of `rows`, one header line ({}) and \
+                 one line per row, each cell as in the JSON answer (64-bit integers as plain \
+                 numbers, enums by name); sent as an attachment named after the path's last \
+                 segment.",
+                header.join(",")
+            ),
+        },
+    })
+}
+
 /// The media types `route` answers with.
 fn offered(route: &Route) -> Vec<&'static str> {
     if route.method.is_server_streaming() {
@@ -341,6 +363,22 @@ mod tests {
             "day,productId,productName,orders,units,revenueCents\r\n\
              ,\"p,1\",\"say \"\"hi\"\"\nthere\",0,0,-12345678901\r\n"
         );
+    }
+
+    #[test]
+    fn openapi_documents_csv_on_the_reports_only() {
+        let (pool, routes) = routes();
+        let doc = crate::openapi::document(&pool, &routes);
+        let ok = |path: &str| doc["paths"][path]["get"]["responses"]["200"]["content"].clone();
+        let sales = ok("/v1/reports/sales");
+        assert!(sales["application/json"].is_object(), "{sales}");
+        let described = sales[MEDIA_TYPE]["schema"]["description"].as_str().unwrap();
+        assert!(
+            described.contains("day,productId,productName,orders,units,revenueCents"),
+            "{described}"
+        );
+        assert!(ok("/v1/reports/stock")[MEDIA_TYPE].is_object());
+        assert!(ok("/v1/products")[MEDIA_TYPE].is_null());
     }
 
     #[test]

@@ -176,10 +176,14 @@ pub(super) fn operation(s: &mut Schemas<'_>, route: &Route, op_id: String) -> Va
         }
         stream_response(&output, ok_schema)
     } else {
-        json!({
+        let mut ok = json!({
             "description": s.comments.message(&output).unwrap_or_else(|| "OK".into()),
             "content": {"application/json": {"schema": ok_schema}},
-        })
+        });
+        if crate::csv::answers_csv(route) {
+            ok["content"][crate::csv::MEDIA_TYPE] = crate::csv::openapi_content(&output);
+        }
+        ok
     };
     if !params.is_empty() {
         op.insert("parameters".into(), Value::Array(params));
