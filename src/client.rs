@@ -33,6 +33,12 @@
 //! inside. It is not a boxed service: every call clones the channel (generated clients
 //! take `&mut self`) and makes one future, and boxing both cost two allocations and two
 //! indirect calls per call (BENCHMARKS.md). See [`crate::resilience`] for each layer.
+//!
+//! With mTLS on (`STOCKMESH_TLS_DIR`), every endpoint's channel — calls and health watch
+//! alike — connects through [`TlsConnect`]: TCP, then a rustls handshake presenting the
+//! caller's certificate (re-read when rotated, so new connections present the new one)
+//! and accepting only a server certificate from the mesh CA that names the upstream's
+//! identity ([`ClientTls`]).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,10 +46,14 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
 use pin_project_lite::pin_project;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tonic::body::Body;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, Endpoint, Uri};
 use tower::{Layer, Service, ServiceBuilder};
 
 use crate::discovery::{self, Entry};
@@ -201,8 +211,13 @@ impl UpstreamChannel {
     }
 }
 
-/// Builds `caller`'s channel to `target` at the addresses configured for it.
+/// Builds `caller`'s channel to `target` at the addresses configured for it (over mTLS
+/// as `caller` when `STOCKMESH_TLS_DIR` is set).
 pub fn upstream(config: &Config, caller: Target, target: Target) -> crate::Result<UpstreamChannel> {
+    let tls = match config.tls_dir() {
+        Some(dir) => Some(ClientTls::new(dir, caller.name(), target.name())?),
+        None => None,
+    };
     ClientBuilder::new(
         target,
         config.upstream_addrs(target),
@@ -210,7 +225,115 @@ pub fn upstream(config: &Config, caller: Target, target: Target) -> crate::Resul
     )
     .caller(caller.name())
     .max_message_bytes(config.max_message_bytes)
+    .tls(tls)
     .build()
+}
+
+/// Mutual TLS towards one upstream: presents `caller`'s certificate from the mesh
+/// directory and accepts only a server certificate of the mesh CA naming `upstream`
+/// ([`crate::tls::client_config`]). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct ClientTls {
+    config: Arc<rustls::ClientConfig>,
+}
+
+impl ClientTls {
+    /// Loads the CA and `caller`'s certificate now: a missing or broken file is a
+    /// configuration error at start, not a failure on the first call.
+    pub fn new(dir: &std::path::Path, caller: &str, upstream: &str) -> crate::Result<Self> {
+        let config = crate::tls::client_config(dir, Some(caller), upstream).map_err(|e| {
+            crate::Error::Config(format!("STOCKMESH_TLS_DIR ({caller} → {upstream}): {e}"))
+        })?;
+        Ok(Self::from_config(config))
+    }
+
+    /// Any rustls client configuration (tests: no certificate, a foreign one).
+    pub fn from_config(config: rustls::ClientConfig) -> Self {
+        Self {
+            config: Arc::new(config),
+        }
+    }
+
+    /// A channel to `uri` over this TLS, connected (handshake done) before it returns.
+    pub async fn connect(&self, uri: &str) -> Result<Channel, String> {
+        let (endpoint, connector) = self.endpoint(uri).map_err(|e| e.to_string())?;
+        endpoint
+            .connect_with_connector(connector)
+            .await
+            .map_err(|e| format!("cannot connect to {uri} over mTLS: {e}"))
+    }
+
+    fn endpoint(&self, uri: &str) -> crate::Result<(Endpoint, TlsConnect)> {
+        let bad =
+            |e: &dyn std::fmt::Display| crate::Error::Config(format!("bad address {uri:?}: {e}"));
+        let (endpoint, origin) = tls_endpoint(uri).map_err(|e| bad(&e))?;
+        Ok((endpoint.origin(origin), TlsConnect::new(self)))
+    }
+}
+
+/// The endpoint the connector is given (`http://`: tonic itself refuses `https://`
+/// without its own TLS, which cannot reload certificates) and the origin requests carry
+/// (`https://`, the truth about the connection).
+fn tls_endpoint(uri: &str) -> Result<(Endpoint, Uri), tonic::transport::Error> {
+    let rest = uri
+        .strip_prefix("https://")
+        .or_else(|| uri.strip_prefix("http://"))
+        .unwrap_or(uri);
+    let endpoint = Endpoint::from_shared(format!("http://{rest}"))?;
+    let origin = Endpoint::from_shared(format!("https://{rest}"))?
+        .uri()
+        .clone();
+    Ok((endpoint, origin))
+}
+
+/// Connects an mTLS channel: TCP (hyper-util's connector, as tonic's own), then the rustls
+/// handshake. The server name sent is the endpoint's host; the certificate is judged by the
+/// identity it names ([`crate::tls::client_config`]).
+#[derive(Clone)]
+pub struct TlsConnect {
+    http: HttpConnector,
+    tls: tokio_rustls::TlsConnector,
+}
+
+impl TlsConnect {
+    fn new(tls: &ClientTls) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        Self {
+            http,
+            tls: tokio_rustls::TlsConnector::from(tls.config.clone()),
+        }
+    }
+}
+
+type TlsIo = TokioIo<tokio_rustls::client::TlsStream<TcpStream>>;
+
+impl Service<Uri> for TlsConnect {
+    type Response = TlsIo;
+    type Error = BoxError;
+    type Future = Pin<Box<dyn Future<Output = Result<TlsIo, BoxError>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), BoxError>> {
+        self.http.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let host = uri
+            .host()
+            .unwrap_or_default()
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string();
+        let connecting = self.http.call(uri);
+        let tls = self.tls.clone();
+        Box::pin(async move {
+            let name = ServerName::try_from(host)?;
+            let tcp = connecting.await?.into_inner();
+            let stream = tls.connect(name, tcp).await?;
+            Ok(TokioIo::new(stream))
+        })
+    }
 }
 
 /// Gives an outbound request what is left of an inbound request's deadline, so that a
@@ -246,6 +369,7 @@ pub struct ClientBuilder {
     settings: ResilienceArgs,
     caller: &'static str,
     max_message_bytes: usize,
+    tls: Option<ClientTls>,
 }
 
 impl ClientBuilder {
@@ -258,7 +382,14 @@ impl ClientBuilder {
             settings,
             caller: "client",
             max_message_bytes: crate::message_limit::DEFAULT_MAX_MESSAGE_BYTES,
+            tls: None,
         }
+    }
+
+    /// Connect every endpoint over mutual TLS (`None`: plaintext h2c, the default).
+    pub fn tls(mut self, tls: Option<ClientTls>) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// The largest response message the channel's clients accept (default 4 MiB); see
@@ -301,7 +432,11 @@ impl ClientBuilder {
         for entry in &entries {
             if let Entry::Fixed(uri) = entry {
                 // Checked here, so that making its channel later cannot fail.
-                Endpoint::from_shared(uri.clone()).map_err(|e| {
+                let checked = match &self.tls {
+                    None => Endpoint::from_shared(uri.clone()).map(|_| ()),
+                    Some(_) => tls_endpoint(uri).map(|_| ()),
+                };
+                checked.map_err(|e| {
                     crate::Error::Config(format!("bad address {uri:?} for {}: {e}", self.target))
                 })?;
             }
@@ -315,7 +450,7 @@ impl ClientBuilder {
             // One fixed endpoint: its breaker fails calls fast. Its health watch only
             // resets the breaker when it says SERVING (there is nowhere else to go).
             let addr = discovery::intern(uri);
-            let channel = channel(addr, settings.connect_timeout);
+            let channel = channel(addr, settings.connect_timeout, self.tls.as_ref());
             let state = BreakerState::new(route, addr, &settings.breaker, false);
             watch_health(
                 channel.clone(),
@@ -345,8 +480,9 @@ impl ClientBuilder {
         let unreachable = endpoints.unreachable_signal();
         let connect_timeout = settings.connect_timeout;
         let breaker = settings.breaker.clone();
+        let tls = self.tls.clone();
         let make = move |addr: &'static str| {
-            let channel = channel(addr, connect_timeout);
+            let channel = channel(addr, connect_timeout, tls.as_ref());
             let state = BreakerState::new(route, addr, &breaker, true);
             let health = Arc::new(EndpointHealth::new());
             let stop = CancellationToken::new();
@@ -382,14 +518,27 @@ impl ClientBuilder {
 }
 
 /// A lazily connecting tonic channel to `uri` (checked by [`ClientBuilder::build`] or
-/// made by discovery from an IP address).
-fn channel(uri: &'static str, connect_timeout: Duration) -> Channel {
-    Endpoint::from_static(uri)
-        .connect_timeout(connect_timeout)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_while_idle(true)
-        .connect_lazy()
+/// made by discovery from an IP address), over mTLS when `tls` is given.
+fn channel(uri: &'static str, connect_timeout: Duration, tls: Option<&ClientTls>) -> Channel {
+    let tune = |endpoint: Endpoint| {
+        endpoint
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_while_idle(true)
+    };
+    match tls.map(|tls| (tls, tls_endpoint(uri))) {
+        None => tune(Endpoint::from_static(uri)).connect_lazy(),
+        Some((tls, Ok((endpoint, origin)))) => {
+            tune(endpoint.origin(origin)).connect_with_connector_lazy(TlsConnect::new(tls))
+        }
+        // Not reached: build checked every fixed address, and discovery makes IP ones.
+        // Still TLS if it were.
+        Some((tls, Err(e))) => {
+            tracing::error!(%uri, error = %e, "bad upstream address");
+            tune(Endpoint::from_static(uri)).connect_with_connector_lazy(TlsConnect::new(tls))
+        }
+    }
 }
 
 /// Starts an endpoint's health watch, when there is a runtime to run it (a client built

@@ -142,6 +142,8 @@ pub struct Config {
     pub gateway: GatewaySettings,
     #[command(flatten)]
     pub events: EventsSettings,
+    #[command(flatten)]
+    pub tls: TlsSettings,
 }
 
 /// Listening ports.
@@ -441,6 +443,40 @@ pub struct GatewaySettings {
     pub trusted_proxies: Vec<String>,
 }
 
+/// Mutual TLS between services and the gateway's browser TLS (README "Mutual TLS"; see
+/// [`crate::tls`]). All unset: plaintext, as without these settings.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsSettings {
+    /// Directory of the mesh CA and certificates: `ca.crt` and `<identity>/tls.crt`,
+    /// `<identity>/tls.key` (what `stockmesh certs` writes, or cert-manager Secrets mounted
+    /// per identity). Set: every service's gRPC port requires a client certificate from
+    /// that CA, every call between services presents its caller's, and internal RPCs
+    /// require a mesh identity (`spiffe://stockmesh/<service>`). Certificates are re-read
+    /// when they change on disk.
+    #[arg(long, env = "STOCKMESH_TLS_DIR", global = true)]
+    pub tls_dir: Option<PathBuf>,
+    /// With STOCKMESH_TLS_DIR set: a plaintext port of the auth service serving only
+    /// `grpc.health.v1` (kubelet probes), NOT_SERVING with the TLS port on drain.
+    #[arg(long, env = "STOCKMESH_AUTH_HEALTH_PORT", global = true)]
+    pub auth_health_port: Option<u16>,
+    /// Plaintext health port of the products service (with STOCKMESH_TLS_DIR).
+    #[arg(long, env = "STOCKMESH_PRODUCTS_HEALTH_PORT", global = true)]
+    pub products_health_port: Option<u16>,
+    /// Plaintext health port of the inventory service (with STOCKMESH_TLS_DIR).
+    #[arg(long, env = "STOCKMESH_INVENTORY_HEALTH_PORT", global = true)]
+    pub inventory_health_port: Option<u16>,
+    /// Plaintext health port of the orders service (with STOCKMESH_TLS_DIR).
+    #[arg(long, env = "STOCKMESH_ORDERS_HEALTH_PORT", global = true)]
+    pub orders_health_port: Option<u16>,
+    /// PEM certificate chain the gateway presents to browsers; with
+    /// STOCKMESH_GATEWAY_TLS_KEY, the gateway's port speaks HTTPS (h2 and HTTP/1.1).
+    #[arg(long, env = "STOCKMESH_GATEWAY_TLS_CERT", global = true)]
+    pub gateway_tls_cert: Option<PathBuf>,
+    /// PEM private key of STOCKMESH_GATEWAY_TLS_CERT.
+    #[arg(long, env = "STOCKMESH_GATEWAY_TLS_KEY", global = true)]
+    pub gateway_tls_key: Option<PathBuf>,
+}
+
 /// Event settings (outbox relay, bus, live feeds; see [`crate::events`]).
 #[derive(Debug, Clone, clap::Args)]
 pub struct EventsSettings {
@@ -620,11 +656,77 @@ impl Config {
         Duration::from_millis(self.shutdown_grace_ms)
     }
 
-    /// How servers drain on shutdown.
+    /// How servers drain on shutdown — and, with mTLS on, what their port requires
+    /// ([`crate::shutdown::Drain::tls`]), so that every service's `serve` gets it.
     pub fn drain(&self) -> crate::shutdown::Drain {
         crate::shutdown::Drain {
             delay: Duration::from_millis(self.drain_delay_ms),
             grace: self.shutdown_grace(),
+            tls: self.mesh_tls().map(std::sync::Arc::new),
+        }
+    }
+
+    /// `STOCKMESH_TLS_DIR`, when set (and not empty).
+    pub fn tls_dir(&self) -> Option<&std::path::Path> {
+        self.tls
+            .tls_dir
+            .as_deref()
+            .filter(|d| !d.as_os_str().is_empty())
+    }
+
+    /// The mesh TLS settings servers need; `None` with mTLS off.
+    pub fn mesh_tls(&self) -> Option<crate::tls::MeshTls> {
+        let dir = self.tls_dir()?;
+        Some(crate::tls::MeshTls {
+            dir: dir.to_path_buf(),
+            bind: self.bind,
+            health_ports: Target::SERVICES
+                .into_iter()
+                .filter_map(|t| self.health_port(t).map(|p| (t, p)))
+                .collect(),
+        })
+    }
+
+    /// The gateway's browser TLS pair (`STOCKMESH_GATEWAY_TLS_CERT`, `_KEY`): both or
+    /// neither.
+    pub fn gateway_tls(&self) -> crate::Result<Option<(&std::path::Path, &std::path::Path)>> {
+        fn set(p: &Option<PathBuf>) -> Option<&std::path::Path> {
+            p.as_deref().filter(|p| !p.as_os_str().is_empty())
+        }
+        match (
+            set(&self.tls.gateway_tls_cert),
+            set(&self.tls.gateway_tls_key),
+        ) {
+            (Some(crt), Some(key)) => Ok(Some((crt, key))),
+            (None, None) => Ok(None),
+            (Some(_), None) => Err(crate::Error::Config(
+                "STOCKMESH_GATEWAY_TLS_CERT is set but STOCKMESH_GATEWAY_TLS_KEY is not".into(),
+            )),
+            (None, Some(_)) => Err(crate::Error::Config(
+                "STOCKMESH_GATEWAY_TLS_KEY is set but STOCKMESH_GATEWAY_TLS_CERT is not".into(),
+            )),
+        }
+    }
+
+    /// The plaintext health port of `target` (`STOCKMESH_<SVC>_HEALTH_PORT`); only used
+    /// with mTLS on.
+    pub fn health_port(&self, target: Target) -> Option<u16> {
+        match target {
+            Target::Auth => self.tls.auth_health_port,
+            Target::Products => self.tls.products_health_port,
+            Target::Inventory => self.tls.inventory_health_port,
+            Target::Orders => self.tls.orders_health_port,
+            Target::Gateway => None,
+        }
+    }
+
+    pub fn set_health_port(&mut self, target: Target, port: Option<u16>) {
+        match target {
+            Target::Auth => self.tls.auth_health_port = port,
+            Target::Products => self.tls.products_health_port = port,
+            Target::Inventory => self.tls.inventory_health_port = port,
+            Target::Orders => self.tls.orders_health_port = port,
+            Target::Gateway => {}
         }
     }
 }

@@ -223,34 +223,48 @@ pub async fn wait_serving(
     service: &str,
     timeout: Duration,
 ) -> Result<(), String> {
+    let connect = async {
+        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| format!("bad address {addr}: {e}"))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))
+    };
+    wait_serving_via(connect, &addr.to_string(), service, timeout).await
+}
+
+/// [`wait_serving`] on a channel `connect` makes (an mTLS one:
+/// [`crate::client::ClientTls::connect`]); `at` names the server in errors.
+pub async fn wait_serving_via(
+    connect: impl std::future::Future<Output = Result<tonic::transport::Channel, String>>,
+    at: &str,
+    service: &str,
+    timeout: Duration,
+) -> Result<(), String> {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
 
     let wait = async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| format!("bad address {addr}: {e}"))?
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        let channel = connect.await?;
         let mut stream = HealthClient::new(channel)
             .watch(HealthCheckRequest {
                 service: service.to_string(),
             })
             .await
-            .map_err(|e| format!("health watch on {addr}: {e}"))?
+            .map_err(|e| format!("health watch on {at}: {e}"))?
             .into_inner();
         while let Some(msg) = stream
             .message()
             .await
-            .map_err(|e| format!("health watch on {addr}: {e}"))?
+            .map_err(|e| format!("health watch on {at}: {e}"))?
         {
             if msg.status == ServingStatus::Serving as i32 {
                 return Ok(());
             }
         }
-        Err(format!("{service} at {addr} stopped before it was SERVING"))
+        Err(format!("{service} at {at} stopped before it was SERVING"))
     };
     tokio::time::timeout(timeout, wait)
         .await
-        .map_err(|_| format!("{service} at {addr} not SERVING within {timeout:?}"))?
+        .map_err(|_| format!("{service} at {at} not SERVING within {timeout:?}"))?
 }

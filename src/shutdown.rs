@@ -7,18 +7,23 @@
 //! traffic away before anything is refused; then it sends GOAWAY and stops accepting;
 //! then in-flight calls get a bounded grace period.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 /// How a server drains on shutdown (`STOCKMESH_DRAIN_DELAY_MS`,
-/// `STOCKMESH_SHUTDOWN_GRACE_MS`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// `STOCKMESH_SHUTDOWN_GRACE_MS`), and what its port requires: every service passes
+/// `config.drain()` to [`crate::server::GrpcServer::serve`], so the mesh TLS settings
+/// travel with it rather than through a parameter of every service's own.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Drain {
     /// NOT_SERVING but still answering, before GOAWAY.
     pub delay: Duration,
     /// Time in-flight calls get after GOAWAY.
     pub grace: Duration,
+    /// Mutual TLS (`STOCKMESH_TLS_DIR`); `None`: plaintext.
+    pub tls: Option<Arc<crate::tls::MeshTls>>,
 }
 
 impl From<Duration> for Drain {
@@ -33,6 +38,7 @@ impl Drain {
         Self {
             delay: Duration::ZERO,
             grace,
+            tls: None,
         }
     }
 }

@@ -90,14 +90,22 @@ pub fn identity_paths(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
     (d.join("tls.crt"), d.join("tls.key"))
 }
 
+/// A development CA able to issue more certificates (what [`generate`] returns).
+pub type DevCa = Issuer<'static, KeyPair>;
+
 /// A development CA in `dir` plus one certificate per name of `identities` (usually
 /// [`MESH_IDENTITIES`]). Overwrites what is there. Returns the CA as an issuer (its key is
 /// not written: a development CA issues once, or in tests, again for rotation).
-pub fn generate(dir: &Path, identities: &[&str]) -> Result<Issuer<'static, KeyPair>, TlsError> {
+pub fn generate(dir: &Path, identities: &[&str]) -> Result<DevCa, TlsError> {
     std::fs::create_dir_all(dir).map_err(io_err(dir))?;
     let mut ca = CertificateParams::new(Vec::<String>::new())?;
-    ca.distinguished_name
-        .push(DnType::CommonName, "stockmesh development CA");
+    // A name of its own per CA: a certificate of another development CA is then
+    // refused as from an unknown CA, not as a bad signature under a namesake.
+    let serial = uuid::Uuid::new_v4().simple().to_string();
+    ca.distinguished_name.push(
+        DnType::CommonName,
+        format!("stockmesh development CA {}", &serial[..8]),
+    );
     ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     ca.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -205,11 +213,10 @@ fn roots(dir: &Path) -> Result<Arc<RootCertStore>, TlsError> {
     Ok(Arc::new(store))
 }
 
-fn certified_key(dir: &Path, name: &str) -> Result<CertifiedKey, TlsError> {
-    let (crt, key) = identity_paths(dir, name);
+fn certified_key(crt: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     Ok(CertifiedKey::from_der(
-        load_certs(&crt)?,
-        load_key(&key)?,
+        load_certs(crt)?,
+        load_key(key)?,
         &provider(),
     )?)
 }
@@ -234,7 +241,8 @@ fn stamp(path: &Path) -> Stamp {
 /// check).
 #[derive(Debug)]
 pub struct ReloadingCert {
-    dir: PathBuf,
+    crt: PathBuf,
+    key: PathBuf,
     name: String,
     state: Mutex<Loaded>,
 }
@@ -250,14 +258,20 @@ impl ReloadingCert {
     /// Loads `name`'s pair from `dir`; fails when it cannot be loaded now.
     pub fn new(dir: &Path, name: &str) -> Result<Self, TlsError> {
         let (crt, key) = identity_paths(dir, name);
-        let stamp = (stamp(&crt), stamp(&key));
+        Self::from_files(&crt, &key, name)
+    }
+
+    /// Loads the pair at `crt` and `key` (PEM; `name` is for logs).
+    pub fn from_files(crt: &Path, key: &Path, name: &str) -> Result<Self, TlsError> {
+        let stamp = (stamp(crt), stamp(key));
         let loaded = Loaded {
-            key: Arc::new(certified_key(dir, name)?),
+            key: Arc::new(certified_key(crt, key)?),
             stamp,
             checked: Instant::now(),
         };
         Ok(Self {
-            dir: dir.to_path_buf(),
+            crt: crt.to_path_buf(),
+            key: key.to_path_buf(),
             name: name.to_string(),
             state: Mutex::new(loaded),
         })
@@ -271,10 +285,9 @@ impl ReloadingCert {
         };
         if state.checked.elapsed() >= RELOAD_CHECK {
             state.checked = Instant::now();
-            let (crt, key) = identity_paths(&self.dir, &self.name);
-            let stamp = (stamp(&crt), stamp(&key));
+            let stamp = (stamp(&self.crt), stamp(&self.key));
             if stamp != state.stamp {
-                match certified_key(&self.dir, &self.name) {
+                match certified_key(&self.crt, &self.key) {
                     Ok(k) => {
                         tracing::info!(identity = %self.name, "TLS certificate reloaded");
                         state.key = Arc::new(k);
@@ -428,6 +441,95 @@ impl ServerCertVerifier for MeshServerVerifier {
     }
 }
 
+/// The gateway's browser TLS (`STOCKMESH_GATEWAY_TLS_CERT` / `_KEY`): presents that
+/// pair, re-read when it changes, asks for no client certificate, ALPN h2 and http/1.1.
+pub fn edge_server_config(crt: &Path, key: &Path) -> Result<ServerConfig, TlsError> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(ReloadingCert::from_files(
+            crt,
+            key,
+            "gateway-edge",
+        )?));
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// A client that accepts exactly the leaf certificate in `crt` (PEM) and nothing else:
+/// `stockmesh up` waiting for its own gateway's HTTPS port, whose certificate (a browser
+/// one) need not chain to anything this process trusts nor name 127.0.0.1. ALPN h2.
+pub fn pinned_client_config(crt: &Path) -> Result<ClientConfig, TlsError> {
+    let leaf = load_certs(crt)?.swap_remove(0);
+    let provider = provider();
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(PinnedVerifier { leaf, provider }))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+#[derive(Debug)]
+struct PinnedVerifier {
+    leaf: CertificateDer<'static>,
+    provider: Arc<CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        if end_entity.as_ref() == self.leaf.as_ref() {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// The mesh identity (`<name>` of a `spiffe://stockmesh/<name>` URI SAN) of a DER
 /// certificate, if it has one.
 pub fn mesh_identity(der: &[u8]) -> Option<String> {
@@ -456,6 +558,43 @@ pub fn require_mesh_peer(peer: Option<&[CertificateDer<'_>]>) -> Result<String, 
             "internal RPC: client certificate has no mesh identity (spiffe://stockmesh/<service>)",
         )),
     }
+}
+
+/// What a service's server needs with mTLS on (from [`crate::Config::mesh_tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MeshTls {
+    /// `STOCKMESH_TLS_DIR`.
+    pub dir: PathBuf,
+    /// Address the plaintext health ports bind to (`STOCKMESH_BIND`).
+    pub bind: std::net::IpAddr,
+    /// Plaintext health ports (`STOCKMESH_<SVC>_HEALTH_PORT`) of the services that have one.
+    pub health_ports: Vec<(crate::Target, u16)>,
+}
+
+impl MeshTls {
+    pub fn health_port(&self, target: crate::Target) -> Option<u16> {
+        self.health_ports
+            .iter()
+            .find(|(t, _)| *t == target)
+            .map(|(_, p)| *p)
+    }
+}
+
+/// Request extension put on every request by a server running mTLS
+/// ([`crate::server::GrpcServer`]): internal RPCs must see a mesh client certificate.
+#[derive(Debug, Clone, Copy)]
+pub struct MeshPeerRequired;
+
+/// The check internal RPCs make after the caller's token: with mTLS on (the server marked
+/// the request [`MeshPeerRequired`]), PERMISSION_DENIED unless the connection's client
+/// certificate names a mesh service; with mTLS off, `Ok` — the token alone decides, as
+/// before. Fails closed: a marked request without peer certificates is refused.
+pub fn require_mesh_caller<T>(request: &tonic::Request<T>) -> Result<(), Status> {
+    if request.extensions().get::<MeshPeerRequired>().is_none() {
+        return Ok(());
+    }
+    let certs = request.peer_certs();
+    require_mesh_peer(certs.as_deref().map(Vec::as_slice)).map(|_| ())
 }
 
 #[cfg(test)]

@@ -5,4 +5,5 @@
 //! `up` runs them all in one process. Both go through [`mesh::start`], so what tests start
 //! is exactly what operators run.
 
+pub mod certs;
 pub mod mesh;

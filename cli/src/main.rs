@@ -3,6 +3,8 @@
 //! * `stockmesh up` — every target in one process, SQLite under `./data` by default.
 //! * `stockmesh serve <target>` — one target as its own process (Kubernetes, drills).
 //! * `stockmesh migrate [target]` — apply database migrations and exit.
+//! * `stockmesh certs [--dir DIR] [--force]` — a development CA and mesh certificates for
+//!   `STOCKMESH_TLS_DIR` (README "Mutual TLS").
 //!
 //! Every setting is a flag and a `STOCKMESH_*` environment variable (see `--help`).
 
@@ -49,6 +51,16 @@ enum Command {
     Migrate {
         #[arg(value_enum)]
         target: Option<Target>,
+    },
+    /// Create a development CA and one certificate per mesh identity (auth, products,
+    /// inventory, orders, gateway) for STOCKMESH_TLS_DIR.
+    Certs {
+        /// Where to write them; default STOCKMESH_TLS_DIR, else <data-dir>/tls.
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+        /// Replace existing files (with a new CA).
+        #[arg(long)]
+        force: bool,
     },
 }
 
@@ -132,6 +144,22 @@ async fn run(cli: Cli) -> Result<(), String> {
             }
             run_mesh(cli.config, &[target], false).await
         }
+        Command::Certs { dir, force } => {
+            let dir = dir
+                .or_else(|| cli.config.tls_dir().map(|d| d.to_path_buf()))
+                .unwrap_or_else(|| cli.config.data_dir.join("tls"));
+            let written = stockmesh_cli::certs::create(&dir, force)?;
+            println!("wrote the mesh CA and certificates:");
+            for f in &written.files {
+                println!("  {}", f.display());
+            }
+            println!();
+            println!(
+                "run the mesh over mutual TLS with STOCKMESH_TLS_DIR={}",
+                written.dir.display()
+            );
+            Ok(())
+        }
         Command::Migrate { target } => {
             let targets = target.map_or(Target::SERVICES.to_vec(), |t| vec![t]);
             for t in targets {
@@ -197,11 +225,20 @@ fn print_banner(mesh: &mesh::Mesh) {
             instance.addr.to_string()
         );
     }
+    let scheme = if matches!(config.gateway_tls(), Ok(Some(_))) {
+        "https"
+    } else {
+        "http"
+    };
+    if config.tls_dir().is_some() {
+        println!();
+        println!("  mutual TLS between services (STOCKMESH_TLS_DIR)");
+    }
     if let Some(gw) = mesh.addr(Target::Gateway) {
         println!();
-        println!("  REST:     curl http://{gw}/v1/products");
+        println!("  REST:     curl {scheme}://{gw}/v1/products");
         println!(
-            "  OpenAPI:  http://{gw}/openapi.json   readiness: http://{gw}/readyz   metrics: http://{gw}/metrics"
+            "  OpenAPI:  {scheme}://{gw}/openapi.json   readiness: {scheme}://{gw}/readyz   metrics: {scheme}://{gw}/metrics"
         );
     }
     println!();
@@ -213,7 +250,7 @@ fn print_banner(mesh: &mesh::Mesh) {
     println!("Sign in as {} with {pw}:", config.auth.admin_email);
     if let Some(gw) = mesh.addr(Target::Gateway) {
         println!(
-            "  curl -s http://{gw}/v1/auth/login --json '{{\"email\":\"{}\",\"password\":\"…\"}}'",
+            "  curl -s {scheme}://{gw}/v1/auth/login --json '{{\"email\":\"{}\",\"password\":\"…\"}}'",
             config.auth.admin_email
         );
     }

@@ -118,7 +118,7 @@ pub async fn start(
     for (target, listener, addr) in listeners {
         let own = shutdown.child();
         let mut task = tokio::spawn(serve_fn(target)(config.clone(), listener, own.clone()));
-        let ready = stockmesh::health::wait_serving(addr, target.grpc_service(), READY_TIMEOUT);
+        let ready = ready(&config, target, addr);
         // A target that fails while starting must not leave us waiting for the timeout.
         let outcome = tokio::select! {
             r = ready => r.map_err(|reason| StartError::NotReady { target, reason }),
@@ -149,6 +149,41 @@ pub async fn start(
         tracing::info!(%target, %addr, "ready");
     }
     Ok(mesh)
+}
+
+/// Waits until `target` at `addr` is SERVING: over mTLS (as the target's own identity)
+/// when the services run it; over HTTPS trusting exactly its certificate when the gateway
+/// terminates browser TLS.
+async fn ready(config: &Config, target: Target, addr: SocketAddr) -> Result<(), String> {
+    let service = target.grpc_service();
+    if target == Target::Gateway {
+        let Some((crt, _)) = config.gateway_tls().map_err(|e| e.to_string())? else {
+            return stockmesh::health::wait_serving(addr, service, READY_TIMEOUT).await;
+        };
+        let tls = stockmesh::tls::pinned_client_config(crt).map_err(|e| e.to_string())?;
+        return stockmesh::health::wait_serving_via(
+            stockmesh::client::ClientTls::from_config(tls).connect(&format!("http://{addr}")),
+            &addr.to_string(),
+            service,
+            READY_TIMEOUT,
+        )
+        .await;
+    }
+    match config.tls_dir() {
+        Some(dir) => {
+            let tls = stockmesh::client::ClientTls::new(dir, target.name(), target.name())
+                .map_err(|e| e.to_string())?;
+            let uri = format!("http://{addr}");
+            stockmesh::health::wait_serving_via(
+                tls.connect(&uri),
+                &addr.to_string(),
+                service,
+                READY_TIMEOUT,
+            )
+            .await
+        }
+        _ => stockmesh::health::wait_serving(addr, service, READY_TIMEOUT).await,
+    }
 }
 
 impl Mesh {

@@ -24,6 +24,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::{Future, IntoFuture};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ pub mod contract;
 pub mod csv;
 pub mod edge;
 pub mod error;
+pub mod https;
 pub mod observe;
 pub mod openapi;
 pub mod ops;
@@ -99,20 +101,15 @@ pub async fn serve(
     }
 
     let addr = listener.local_addr()?;
-    let make = move |incoming: IncomingStream<'_, _>| {
-        let peer = app::ClientAddr(*incoming.remote_addr());
-        let svc = app.clone().map_request(move |mut req: Request<Body>| {
+    let edge_tls = config.gateway_tls()?;
+    let per_connection = move |peer: std::net::SocketAddr| {
+        let peer = app::ClientAddr(peer);
+        app.clone().map_request(move |mut req: Request<Body>| {
             req.extensions_mut().insert(peer);
             req
-        });
-        std::future::ready(Ok::<_, Infallible>(svc))
+        })
     };
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-        }
-    });
-    let drain = config.drain();
+    let (delay, grace) = (config.drain().delay, config.drain().grace);
     let signal = {
         let shutdown = shutdown.clone();
         let health = health.clone();
@@ -121,24 +118,52 @@ pub async fn serve(
             shutdown.wait().await;
             state.start_draining();
             health.drain().await;
-            if !drain.delay.is_zero() {
-                tracing::info!(%addr, delay = ?drain.delay, "draining: /readyz 503, still answering");
-                tokio::time::sleep(drain.delay).await;
+            if !delay.is_zero() {
+                tracing::info!(%addr, ?delay, "draining: /readyz 503, still answering");
+                tokio::time::sleep(delay).await;
             }
             health.end_watches();
-            tracing::info!(%addr, grace = ?drain.grace, "no new connections; in-flight requests finishing");
+            tracing::info!(%addr, ?grace, "no new connections; in-flight requests finishing");
         }
     };
-    health.set_serving().await;
-    tracing::info!(%addr, routes, "gateway listening (HTTP/1.1 and h2c: gRPC, gRPC-web, Connect, REST)");
-    let server = axum::serve(listener, tower::service_fn(make))
-        .with_graceful_shutdown(signal)
-        .into_future();
+    let server: std::pin::Pin<Box<dyn Future<Output = std::io::Result<()>> + Send>> = match edge_tls
+    {
+        None => {
+            let make = move |incoming: IncomingStream<'_, _>| {
+                std::future::ready(Ok::<_, Infallible>(per_connection(*incoming.remote_addr())))
+            };
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            health.set_serving().await;
+            tracing::info!(%addr, routes, "gateway listening (HTTP/1.1 and h2c: gRPC, gRPC-web, Connect, REST)");
+            Box::pin(
+                axum::serve(listener, tower::service_fn(make))
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            )
+        }
+        Some((crt, key)) => {
+            let make = move |incoming: IncomingStream<'_, _>| {
+                std::future::ready(Ok::<_, Infallible>(per_connection(*incoming.remote_addr())))
+            };
+            let listener = https::TlsListener::new(listener, crt, key)?;
+            health.set_serving().await;
+            tracing::info!(%addr, routes, "gateway listening (HTTPS, h2 and HTTP/1.1: gRPC, gRPC-web, Connect, REST)");
+            Box::pin(
+                axum::serve(listener, tower::service_fn(make))
+                    .with_graceful_shutdown(signal)
+                    .into_future(),
+            )
+        }
+    };
     tokio::pin!(server);
     tokio::select! {
         res = &mut server => res?,
-        () = async { shutdown.wait().await; tokio::time::sleep(drain.delay + drain.grace).await } => {
-            tracing::warn!(%addr, grace = ?drain.grace, "in-flight requests outlived the grace period; stopping anyway");
+        () = async { shutdown.wait().await; tokio::time::sleep(delay + grace).await } => {
+            tracing::warn!(%addr, ?grace, "in-flight requests outlived the grace period; stopping anyway");
         }
     }
     tracing::info!(%addr, "gateway stopped");

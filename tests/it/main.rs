@@ -20,4 +20,5 @@ mod process;
 mod retry;
 mod rolling;
 mod startup;
+mod tls;
 mod traces;

@@ -79,6 +79,7 @@ impl InventoryApi {
     async fn service<T>(&self, req: &Request<T>) -> Result<Caller, Status> {
         let caller = self.verifier.caller(req).await?;
         caller.require_service()?;
+        stockmesh::tls::require_mesh_caller(req)?;
         Ok(caller)
     }
 }
@@ -267,6 +268,7 @@ impl InventoryService for InventoryApi {
     ) -> Result<Response<pb::GetReservationResponse>, Status> {
         let caller = self.verifier.caller(&request).await?;
         caller.require(&[Role::Service, Role::Operator])?;
+        stockmesh::tls::require_mesh_caller(&request)?;
         let res = reservations::get(&self.db, &request.into_inner().reservation_id).await?;
         Ok(Response::new(pb::GetReservationResponse {
             reservation: Some(reservation_pb(res)),

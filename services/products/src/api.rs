@@ -207,6 +207,7 @@ impl ProductService for ProductApi {
     ) -> Result<Response<pb::BatchGetProductsResponse>, Status> {
         // Internal (issue 3): the orders saga's price snapshot; services and ADMIN only.
         self.signed_in(&req).await?.require_service()?;
+        stockmesh::tls::require_mesh_caller(&req)?;
         let products = self
             .catalog()?
             .batch_get_products(&req.get_ref().ids)
