@@ -1,6 +1,7 @@
 """Consistency checks of deploy/k8s that no schema or linter makes (run by deploy/validate.sh).
 
     python deploy/check-manifests.py deploy/k8s VARIANT=RENDERED.yaml ... [--monitors RENDERED.yaml]
+        [--mtls MTLS.yaml CERT-MANAGER.yaml]
 
 1. Every YAML file under deploy/k8s is listed by the kustomization.yaml of its directory,
    and every listed entry exists: nothing is written and then silently never applied.
@@ -24,6 +25,13 @@
    variant): the PodMonitors, which no offline schema covers, use only known fields, select
    pods of that namespace whose container port of that name is their prometheus.io/port,
    scrape /metrics, and together cover every Deployment that asks to be scraped.
+4. With --mtls (`kubectl kustomize deploy/k8s/mtls` and deploy/k8s/mtls/cert-manager): the
+   ConfigMap sets STOCKMESH_TLS_DIR; every Deployment mounts its identity's Secret
+   `<identity>-tls` there in the layout the services read (ca.crt, <identity>/tls.crt,
+   <identity>/tls.key), not through subPath (which never updates); every service probes
+   its STOCKMESH_<SVC>_HEALTH_PORT, a container port of its own; and cert-manager issues
+   each of those Secrets with the URI SAN spiffe://stockmesh/<identity>, for server and
+   client auth.
 Exits 1 listing every failure.
 """
 
@@ -291,6 +299,65 @@ def check_variant(name: str, rendered: Path) -> None:
                 fail(f"{where}: image {image} must have a pinned tag (not latest)")
 
 
+def check_mtls(rendered: Path, certs: Path) -> None:
+    docs = [d for d in yaml.safe_load_all(rendered.read_text()) if d]
+    settings = next((d.get("data") or {} for d in docs
+                     if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "stockmesh"), {})
+    tls_dir = settings.get("STOCKMESH_TLS_DIR")
+    if not tls_dir:
+        fail("mtls: the ConfigMap sets no STOCKMESH_TLS_DIR")
+        return
+    identities = []
+    for d in docs:
+        if d["kind"] != "Deployment":
+            continue
+        name = d["metadata"]["name"]
+        identities.append(name)
+        where = f"mtls: Deployment {name}"
+        spec = d["spec"]["template"]["spec"]
+        volumes = {v["name"]: v for v in spec.get("volumes") or []}
+        want = {"ca.crt": "ca.crt", "tls.crt": f"{name}/tls.crt", "tls.key": f"{name}/tls.key"}
+        mounted = False
+        for c in spec["containers"]:
+            for m in c.get("volumeMounts") or []:
+                if m.get("mountPath") != tls_dir:
+                    continue
+                if m.get("subPath"):
+                    fail(f"{where}: the TLS directory is mounted with subPath (never updated)")
+                sources = (volumes.get(m["name"], {}).get("projected") or {}).get("sources") or []
+                items = {i["key"]: i["path"] for src in sources if (src.get("secret") or {}).get("name") == f"{name}-tls"
+                         for i in src["secret"].get("items") or []}
+                mounted = items == want
+            if labels_component(d) == "service":
+                port = settings.get(f"STOCKMESH_{name.upper()}_HEALTH_PORT")
+                ports = [p["containerPort"] for p in c.get("ports") or []]
+                if port is None or int(port) not in ports:
+                    fail(f"{where}: STOCKMESH_{name.upper()}_HEALTH_PORT is not one of its container ports")
+                for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                    grpc = (c.get(probe) or {}).get("grpc") or {}
+                    if port is None or grpc.get("port") != int(port):
+                        fail(f"{where}: {probe} must be gRPC on the plaintext health port {port}")
+        if not mounted:
+            fail(f"{where}: does not mount Secret {name}-tls at {tls_dir} as {want}")
+    issued = {}
+    for d in yaml.safe_load_all(certs.read_text()):
+        if d and d["kind"] == "Certificate" and not d["spec"].get("isCA"):
+            issued[d["spec"]["secretName"]] = d["spec"]
+    for name in identities:
+        spec = issued.get(f"{name}-tls")
+        if spec is None:
+            fail(f"mtls/cert-manager: no Certificate for Secret {name}-tls")
+            continue
+        if spec.get("uris") != [f"spiffe://stockmesh/{name}"]:
+            fail(f"mtls/cert-manager: {name}-tls must carry the URI SAN spiffe://stockmesh/{name}")
+        if not {"server auth", "client auth"} <= set(spec.get("usages") or []):
+            fail(f"mtls/cert-manager: {name}-tls needs the usages server auth and client auth")
+
+
+def labels_component(deployment: dict) -> str:
+    return deployment["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component", "")
+
+
 def main() -> int:
     root = Path(sys.argv[1])
     args = sys.argv[2:]
@@ -299,6 +366,11 @@ def main() -> int:
         i = args.index("--monitors")
         monitors = Path(args[i + 1])
         del args[i:i + 2]
+    mtls = None
+    if "--mtls" in args:
+        i = args.index("--mtls")
+        mtls = (Path(args[i + 1]), Path(args[i + 2]))
+        del args[i:i + 3]
     check_listing(root)
     variants = [Path(arg.split("=", 1)[1]) for arg in args]
     for arg in args:
@@ -306,11 +378,14 @@ def main() -> int:
         check_variant(name, Path(rendered))
     if monitors is not None:
         check_monitors(monitors, variants[0])
+    if mtls is not None:
+        check_mtls(*mtls)
     for e in errors:
         print(f"FAIL {e}", file=sys.stderr)
     if not errors:
         print(f"manifest checks: {len(args)} variants consistent"
-              f"{', the PodMonitors cover every scraped Deployment' if monitors else ''}, every file listed")
+              f"{', the PodMonitors cover every scraped Deployment' if monitors else ''}"
+              f"{', mTLS mounts, health probes and certificates agree' if mtls else ''}, every file listed")
     return 1 if errors else 0
 
 

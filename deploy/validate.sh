@@ -3,15 +3,17 @@
 #   1. yamllint (deploy/.yamllint) on every YAML file in deploy/ (the manifests, Compose,
 #      deploy/prometheus/, deploy/grafana/provisioning/)
 #   2. the kustomize entry points render: deploy/k8s (managed databases),
-#      deploy/k8s/postgres (a PostgreSQL StatefulSet per service) and the optional
-#      deploy/k8s/monitoring (Prometheus Operator PodMonitors)
+#      deploy/k8s/postgres (a PostgreSQL StatefulSet per service), deploy/k8s/mtls (mutual
+#      TLS between services) and the optional deploy/k8s/monitoring (Prometheus Operator
+#      PodMonitors) and deploy/k8s/mtls/cert-manager (cert-manager Issuers, Certificates)
 #   3. deploy/check-manifests.py: every file listed in its kustomization.yaml, the dns:///
 #      addresses name headless Services, drain timing, PDB/HPA per Deployment, probes,
 #      prometheus.io annotations = metrics ports, reachable from the namespace monitoring,
 #      the PodMonitors' fields, ports and coverage …
-#   4. kubernetes-validate --strict: every manifest and both renderings against the
+#   4. kubernetes-validate --strict: every manifest and the three renderings against the
 #      Kubernetes JSON schemas of 1.30 (the oldest these manifests aim at) and 1.37 (the
-#      newest kubernetes-validate ships); not deploy/k8s/monitoring (see there)
+#      newest kubernetes-validate ships); not deploy/k8s/monitoring nor
+#      deploy/k8s/mtls/cert-manager (CRDs; see there)
 #   5. checkov (framework kubernetes) on deploy/k8s, with the skips listed below
 #   6. docker compose config on deploy/docker-compose.yml (the compose-spec schema), with
 #      and without --profile observability
@@ -132,26 +134,32 @@ step "yamllint"
 step "kustomize build"
 "$kubectl" kustomize deploy/k8s >"$tmp/managed.yaml"
 "$kubectl" kustomize deploy/k8s/postgres >"$tmp/postgres.yaml"
+"$kubectl" kustomize deploy/k8s/mtls >"$tmp/mtls.yaml"
 "$kubectl" kustomize deploy/k8s/monitoring >"$tmp/monitoring.yaml"
+"$kubectl" kustomize deploy/k8s/mtls/cert-manager >"$tmp/cert-manager.yaml"
 echo "deploy/k8s: $(grep -c '^kind:' "$tmp/managed.yaml") objects;" \
     "deploy/k8s/postgres: $(grep -c '^kind:' "$tmp/postgres.yaml") objects;" \
-    "deploy/k8s/monitoring: $(grep -c '^kind:' "$tmp/monitoring.yaml") objects"
+    "deploy/k8s/mtls: $(grep -c '^kind:' "$tmp/mtls.yaml") objects;" \
+    "deploy/k8s/monitoring: $(grep -c '^kind:' "$tmp/monitoring.yaml") objects;" \
+    "deploy/k8s/mtls/cert-manager: $(grep -c '^kind:' "$tmp/cert-manager.yaml") objects"
 
 step "manifest consistency"
 "$bin/python" deploy/check-manifests.py deploy/k8s \
-    "managed=$tmp/managed.yaml" "postgres=$tmp/postgres.yaml" --monitors "$tmp/monitoring.yaml"
+    "managed=$tmp/managed.yaml" "postgres=$tmp/postgres.yaml" "mtls=$tmp/mtls.yaml" \
+    --monitors "$tmp/monitoring.yaml" --mtls "$tmp/mtls.yaml" "$tmp/cert-manager.yaml"
 
 step "kubernetes-validate --strict"
-# Not deploy/k8s/monitoring: its PodMonitors are a CRD's (monitoring.coreos.com/v1), of which
+# Not deploy/k8s/monitoring nor deploy/k8s/mtls/cert-manager: PodMonitors and cert-manager's
+# Issuers and Certificates are CRDs' (monitoring.coreos.com/v1, cert-manager.io/v1), of which
 # kubernetes-validate has no schema (it would only warn "Couldn't find schema"). yamllint,
 # `kubectl kustomize` and check-manifests.py (known fields, ports, selectors) check them.
 mapfile -t manifests < <(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml \
-    ! -path 'deploy/k8s/monitoring/*' | sort)
+    ! -path 'deploy/k8s/monitoring/*' ! -path 'deploy/k8s/mtls/cert-manager/*' | sort)
 for version in "${K8S_VERSIONS[@]}"; do
     "$bin/kubernetes-validate" --strict --quiet -k "$version" \
-        "${manifests[@]}" "$tmp/managed.yaml" "$tmp/postgres.yaml"
+        "${manifests[@]}" "$tmp/managed.yaml" "$tmp/postgres.yaml" "$tmp/mtls.yaml"
 done
-echo "${#manifests[@]} files and 2 renderings valid against Kubernetes ${K8S_VERSIONS[*]}"
+echo "${#manifests[@]} files and 3 renderings valid against Kubernetes ${K8S_VERSIONS[*]}"
 
 step "checkov"
 skips=$(IFS=,; echo "${CHECKOV_SKIPS[*]}")
