@@ -602,6 +602,13 @@ async fn the_gateway_terminates_browser_tls_and_calls_the_mesh_over_mtls() {
     let _ = https.read_to_end(&mut answer).await;
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // … which products answered over mTLS: its port speaks nothing else.
+    let plain =
+        tonic::transport::Endpoint::from_shared(format!("http://{}", mesh.addr(Target::Products)))
+            .unwrap()
+            .timeout(Duration::from_secs(5))
+            .connect_lazy();
+    assert!(check(plain).await.is_err(), "products answered plaintext");
 
     // h2 over TLS: gRPC.
     let channel = ClientTls::from_config(browser(b"h2"))
