@@ -14,6 +14,8 @@ use clap::{Parser, Subcommand};
 use stockmesh::{Config, Shutdown, Target};
 use stockmesh_cli::mesh;
 
+mod memory;
+
 /// mimalloc instead of glibc's allocator: a call between services makes some 80 small
 /// allocations (tonic, hyper, h2, the resilience stack), often freed on another worker
 /// thread, where glibc's arenas are slow. In `benches/resilience.rs` it cuts the CPU per
@@ -65,6 +67,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    memory::tune();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -185,6 +188,7 @@ async fn run_mesh(config: Config, targets: &[Target], banner: bool) -> Result<()
             return Ok(());
         }
     };
+    memory::steady();
     if banner {
         print_banner(&mesh);
     }

@@ -251,9 +251,10 @@ pub async fn interrupted_orders_are_finished_by_the_reconciler(backend: Backend)
     env.assert_books_balance().await;
 }
 
-/// With inventory's circuit breaker open, CreateOrder fails UNAVAILABLE before the saga's
-/// first write: no intent is inserted (nothing to roll back, nothing for the reconciler),
-/// while replays of existing orders are still answered.
+/// With inventory's circuit breaker open, CreateOrder fails UNAVAILABLE before touching
+/// the database: no intent is inserted (nothing to roll back, nothing for the
+/// reconciler); a replay is refused the same way meanwhile and returns its order once
+/// inventory is back.
 pub async fn an_open_inventory_breaker_fails_orders_before_any_write(backend: Backend) {
     let mut env = Env::start_with(backend, |c| {
         c.resilience.breaker_failures = 1;
@@ -313,13 +314,12 @@ pub async fn an_open_inventory_breaker_fails_orders_before_any_write(backend: Ba
         written,
         "no order or line written while refused"
     );
-    // A replay needs no inventory: answered as before.
-    let replay = env
+    // A replay is refused too (the refusal reads nothing), and retryable.
+    let err = env
         .create(&env.customer.token, "before", &[(&widget, 1)])
         .await
-        .unwrap();
-    assert_eq!(replay.id, before.id);
-    assert_eq!(status_of(&replay), pb::OrderStatus::Pending);
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
 
     // Inventory back: its health watch closes the breaker and orders go through again.
     env.restart_inventory().await;
@@ -330,5 +330,12 @@ pub async fn an_open_inventory_breaker_fails_orders_before_any_write(backend: Ba
     })
     .await;
     assert_eq!(status_of(&after), pb::OrderStatus::Pending);
+    // The replay now returns the order placed before the outage, not a new one.
+    let replay = env
+        .create(&env.customer.token, "before", &[(&widget, 1)])
+        .await
+        .unwrap();
+    assert_eq!(replay.id, before.id);
+    assert_eq!(status_of(&replay), pb::OrderStatus::Pending);
     assert_eq!(env.stock(&widget).await.total_reserved, 2);
 }
