@@ -48,6 +48,12 @@ use crate::{Drain, Shutdown, Target};
 /// dropped.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Most TLS handshakes in progress on one port; a connection over it is closed at once.
+/// Mesh callers hold a few long-lived HTTP/2 connections each, so this only binds a flood
+/// of connections that never finish their handshake (each would otherwise hold a task and
+/// its buffers for [`HANDSHAKE_TIMEOUT`]).
+pub const MAX_PENDING_HANDSHAKES: usize = 256;
+
 /// A service's gRPC server under construction.
 pub struct GrpcServer {
     routes: RoutesBuilder,
@@ -243,7 +249,8 @@ impl GrpcServer {
 }
 
 /// The connections of an mTLS port: accepts on `listener` and completes each TLS handshake
-/// in its own task (at most [`HANDSHAKE_TIMEOUT`]); streams that made it are handed on,
+/// in its own task (at most [`HANDSHAKE_TIMEOUT`], at most [`MAX_PENDING_HANDSHAKES`] at
+/// once); streams that made it are handed on,
 /// the others are logged at debug and dropped. Ends — closing the listener — when tonic
 /// drops the stream (it does at GOAWAY).
 pub fn tls_incoming(
@@ -251,6 +258,7 @@ pub fn tls_incoming(
     acceptor: TlsAcceptor,
 ) -> ReceiverStream<Result<TlsStream<TcpStream>, std::io::Error>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let pending = Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -269,9 +277,14 @@ pub fn tls_incoming(
             if let Err(e) = tcp.set_nodelay(true) {
                 tracing::debug!(%peer, error = %e, "cannot set TCP_NODELAY");
             }
+            let Ok(permit) = pending.clone().try_acquire_owned() else {
+                tracing::debug!(%peer, "too many TLS handshakes in progress; connection closed");
+                continue;
+            };
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
                         let _ = tx.send(Ok(stream)).await;

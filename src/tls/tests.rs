@@ -220,3 +220,33 @@ fn keys_are_written_owner_only() {
     assert_ne!(mode(&crt) & 0o044, 0, "the certificate stays readable");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A flood of connections that never start their handshake is capped: past
+/// [`crate::server::MAX_PENDING_HANDSHAKES`] the port closes new connections at once
+/// instead of holding a task for each until the handshake timeout.
+#[tokio::test]
+async fn handshakes_in_progress_are_capped() {
+    use crate::server::{MAX_PENDING_HANDSHAKES, tls_incoming};
+    let dir = std::env::temp_dir().join(format!("stockmesh-tls-{}", uuid::Uuid::new_v4()));
+    generate(&dir, &MESH_IDENTITIES).unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(server_config(&dir, "inventory").unwrap()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _incoming = tls_incoming(listener, acceptor);
+    let mut silent = Vec::new();
+    for _ in 0..MAX_PENDING_HANDSHAKES {
+        silent.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+    }
+    // Accepted in order: this one finds every place taken and is closed.
+    let mut over = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(Duration::from_secs(5), over.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a connection over the cap must be closed at once, got {read:?}"
+    );
+    // The ones within the cap are still waiting for their handshake.
+    let first = tokio::time::timeout(Duration::from_millis(200), silent[0].read(&mut buf)).await;
+    assert!(first.is_err(), "a pending handshake was closed: {first:?}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
