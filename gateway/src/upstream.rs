@@ -18,9 +18,6 @@ use stockmesh::identity::ClientAttestor;
 use tonic::{Code, Status};
 use tower::ServiceExt;
 
-/// Largest single message accepted from an upstream (tonic's default decode limit).
-const MAX_MESSAGE: usize = 4 << 20;
-
 /// Headers that belong to one hop or to the gRPC framing, never copied between protocols.
 pub const NOT_METADATA: [&str; 14] = [
     "connection",
@@ -90,6 +87,8 @@ pub async fn start(
     channel: UpstreamChannel,
     req: Request<tonic::body::Body>,
 ) -> Result<Reply, Status> {
+    // The same per-message limit as the gRPC clients (`STOCKMESH_MAX_MESSAGE_BYTES`).
+    let limit = channel.max_message_bytes();
     let resp = channel.oneshot(req).await?;
     let (parts, body) = resp.into_parts();
     if let Some(status) = Status::from_header_map(&parts.headers) {
@@ -110,7 +109,7 @@ pub async fn start(
     }
     Ok(Reply {
         headers: parts.headers,
-        frames: Frames::new(body),
+        frames: Frames::new(body).limit(limit),
     })
 }
 
@@ -154,6 +153,7 @@ pub struct Frames {
     body: Option<tonic::body::Body>,
     buf: BytesMut,
     end: Option<(Status, HeaderMap)>,
+    limit: usize,
 }
 
 impl Frames {
@@ -162,7 +162,15 @@ impl Frames {
             body: Some(body),
             buf: BytesMut::new(),
             end: None,
+            limit: stockmesh::message_limit::DEFAULT_MAX_MESSAGE_BYTES,
         }
+    }
+
+    /// The largest message accepted (default 4 MiB); a larger one ends the reply with
+    /// RESOURCE_EXHAUSTED before its bytes are buffered.
+    pub fn limit(mut self, bytes: usize) -> Self {
+        self.limit = bytes;
+        self
     }
 
     /// A reply that has nothing more than its final status.
@@ -171,6 +179,7 @@ impl Frames {
             body: None,
             buf: BytesMut::new(),
             end: Some((status, trailers)),
+            limit: stockmesh::message_limit::DEFAULT_MAX_MESSAGE_BYTES,
         }
     }
 
@@ -234,9 +243,11 @@ impl Frames {
         if compressed != 0 {
             return Some(Err(Status::internal("upstream sent a compressed message")));
         }
-        if len > MAX_MESSAGE {
+        if len > self.limit {
             return Some(Err(Status::resource_exhausted(format!(
-                "upstream message of {len} bytes exceeds {MAX_MESSAGE}"
+                "upstream message of {len} bytes exceeds the limit of {} bytes \
+                 (STOCKMESH_MAX_MESSAGE_BYTES)",
+                self.limit
             ))));
         }
         if self.buf.len() < 5 + len {
@@ -317,5 +328,20 @@ mod tests {
         let mut frames = Frames::new(body(vec![Frame::data(Bytes::from(compressed))]));
         assert!(matches!(frames.next().await, Some(Item::End(s, _)) if s.code() == Code::Internal));
         assert!(frames.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_message_over_the_limit_ends_with_resource_exhausted() {
+        let mut wire = prefixed(b"0123456789");
+        wire.extend(prefixed(b"0123456789a"));
+        let mut frames = Frames::new(body(vec![Frame::data(Bytes::from(wire))])).limit(10);
+        assert!(matches!(frames.next().await, Some(Item::Message(m)) if m.len() == 10));
+        match frames.next().await {
+            Some(Item::End(status, _)) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                assert!(status.message().contains("11 bytes"), "{status:?}");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }
