@@ -100,13 +100,37 @@ async fn a_restarted_endpoint_gets_calls_at_once_although_its_breaker_opened() {
         a.gets() > 0 && b.gets() > 0
     })
     .await;
+    // The client's watch on A must be live before A's breaker opens: a first SERVING that
+    // arrived late (a loaded machine) would reset the breaker in the middle of the test.
+    // A says NOT_SERVING until the client stops calling it (20 calls in a row elsewhere),
+    // then SERVING until it is called again: both seen through the watch.
+    a.set_serving(false).await;
+    let mut quiet = (a.gets(), 0);
+    call_until(&mut client, Duration::from_secs(10), || {
+        quiet = if a.gets() == quiet.0 {
+            (quiet.0, quiet.1 + 1)
+        } else {
+            (a.gets(), 0)
+        };
+        quiet.1 >= 20
+    })
+    .await;
+    a.set_serving(true).await;
+    let seen = a.gets();
+    call_until(&mut client, Duration::from_secs(10), || a.gets() > seen).await;
 
     // A fails every call with UNAVAILABLE while its health still says SERVING: its
     // breaker opens (for a minute) and calls keep succeeding on B through retries.
     a.fail_next(u32::MAX);
-    for _ in 0..50 {
-        call(&mut client).await;
-    }
+    // Open once A has failed `breaker_failures` attempts in a row (each counted by the
+    // fake and recorded by the breaker before the retry on B returns); a fixed number of
+    // calls would not do, as how often the balancer picks a failing A depends on timing.
+    let failing_from = a.gets();
+    let threshold = settings().breaker_failures as usize;
+    call_until(&mut client, Duration::from_secs(10), || {
+        a.gets() >= failing_from + threshold
+    })
+    .await;
     let before = a.gets();
     for _ in 0..100 {
         call(&mut client).await;
