@@ -351,9 +351,11 @@ pub fn client_config(
     name: Option<&str>,
     server: &str,
 ) -> Result<ClientConfig, TlsError> {
-    let verifier = Arc::new(MeshServerVerifier {
-        roots: roots(dir)?,
-        expected: server.to_string(),
+    let verifier = Arc::new(ServerVerifier {
+        rule: ServerRule::Mesh {
+            roots: roots(dir)?,
+            expected: server.to_string(),
+        },
         provider: provider(),
     });
     let builder = ClientConfig::builder_with_provider(provider())
@@ -370,18 +372,29 @@ pub fn client_config(
     Ok(config)
 }
 
-/// The client's check of a mesh server: the chain ends at the CA (WebPKI, server-auth
-/// usage, validity) and the leaf names the expected identity. The hostname is not checked:
-/// the identity is what the caller means to reach, and an endpoint's address (a pod IP from
-/// discovery, 127.0.0.1 under `up`) says nothing about who answers there.
+/// How a client judges the server's certificate (signatures are checked the same way for
+/// both rules, by the provider's algorithms).
 #[derive(Debug)]
-struct MeshServerVerifier {
-    roots: Arc<RootCertStore>,
-    expected: String,
+struct ServerVerifier {
+    rule: ServerRule,
     provider: Arc<CryptoProvider>,
 }
 
-impl ServerCertVerifier for MeshServerVerifier {
+#[derive(Debug)]
+enum ServerRule {
+    /// A mesh server: the chain ends at the CA (WebPKI, server-auth usage, validity) and
+    /// the leaf names the expected identity. The hostname is not checked: the identity is
+    /// what the caller means to reach, and an endpoint's address (a pod IP from discovery,
+    /// 127.0.0.1 under `up`) says nothing about who answers there.
+    Mesh {
+        roots: Arc<RootCertStore>,
+        expected: String,
+    },
+    /// Exactly this leaf and nothing else (see [`pinned_client_config`]).
+    Pinned(CertificateDer<'static>),
+}
+
+impl ServerCertVerifier for ServerVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -390,19 +403,27 @@ impl ServerCertVerifier for MeshServerVerifier {
         _ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let cert = ParsedCertificate::try_from(end_entity)?;
-        rustls::client::verify_server_cert_signed_by_trust_anchor(
-            &cert,
-            &self.roots,
-            intermediates,
-            now,
-            self.provider.signature_verification_algorithms.all,
-        )?;
-        match mesh_identity(end_entity.as_ref()) {
-            Some(id) if id == self.expected => Ok(ServerCertVerified::assertion()),
-            _ => Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            )),
+        let refused =
+            || rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure);
+        match &self.rule {
+            ServerRule::Mesh { roots, expected } => {
+                let cert = ParsedCertificate::try_from(end_entity)?;
+                rustls::client::verify_server_cert_signed_by_trust_anchor(
+                    &cert,
+                    roots,
+                    intermediates,
+                    now,
+                    self.provider.signature_verification_algorithms.all,
+                )?;
+                match mesh_identity(end_entity.as_ref()) {
+                    Some(id) if id == *expected => Ok(ServerCertVerified::assertion()),
+                    _ => Err(refused()),
+                }
+            }
+            ServerRule::Pinned(leaf) if end_entity.as_ref() == leaf.as_ref() => {
+                Ok(ServerCertVerified::assertion())
+            }
+            ServerRule::Pinned(_) => Err(refused()),
         }
     }
 
@@ -465,69 +486,13 @@ pub fn pinned_client_config(crt: &Path) -> Result<ClientConfig, TlsError> {
     let mut config = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedVerifier { leaf, provider }))
+        .with_custom_certificate_verifier(Arc::new(ServerVerifier {
+            rule: ServerRule::Pinned(leaf),
+            provider,
+        }))
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(config)
-}
-
-#[derive(Debug)]
-struct PinnedVerifier {
-    leaf: CertificateDer<'static>,
-    provider: Arc<CryptoProvider>,
-}
-
-impl ServerCertVerifier for PinnedVerifier {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        if end_entity.as_ref() == self.leaf.as_ref() {
-            Ok(ServerCertVerified::assertion())
-        } else {
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::ApplicationVerificationFailure,
-            ))
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// The mesh identity (`<name>` of a `spiffe://stockmesh/<name>` URI SAN) of a DER
