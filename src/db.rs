@@ -20,16 +20,27 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const SQLITE_MMAP_BYTES: &str = "268435456";
 /// How often the WAL is checkpointed (PASSIVE: never waits for readers or writers).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// SQLite connections per service unless `STOCKMESH_DB_MAX_CONNECTIONS` says otherwise:
+/// one. SQLite has one writer at a time, and a second connection that wants to write while
+/// the first holds the lock sleeps in SQLite's busy handler (1, 2, 5, 10 … ms, not woken
+/// when the lock frees); with several connections an order's four write transactions and
+/// the relays' claims collided and slept there — 20–25 % of the mesh's time idle under
+/// CreateOrder load and the p99 in tens of milliseconds. With one connection callers queue
+/// in the pool instead and are handed the connection the moment it is free, in order;
+/// reads queue too, but a read is microseconds, and the mesh's readers (the catalog) are
+/// served from caches. Nothing here holds a transaction while it uses the pool again.
+const DEFAULT_SQLITE_POOL: u32 = 1;
 /// PostgreSQL pool size per service unless `STOCKMESH_DB_MAX_CONNECTIONS` says otherwise.
 /// Small on purpose: four services and a test suite share one server's 100 connections.
 const DEFAULT_PG_POOL: u32 = 8;
 
-fn pg_pool_size() -> u32 {
+/// Pool size unless `STOCKMESH_DB_MAX_CONNECTIONS` says otherwise.
+fn pool_size(default: u32) -> u32 {
     std::env::var("STOCKMESH_DB_MAX_CONNECTIONS")
         .ok()
         .and_then(|v| v.parse().ok())
         .filter(|n| *n > 0)
-        .unwrap_or(DEFAULT_PG_POOL)
+        .unwrap_or(default)
 }
 
 /// Opens a pool for `url` (`sqlite://path`, `sqlite::memory:`, `postgres://…`). A SQLite
@@ -50,49 +61,71 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
         // Validate early so a typo fails with a clear message, not inside the pool.
         SqliteConnectOptions::from_str(url)
             .map_err(|e| DbErr::Custom(format!("bad SQLite URL {url}: {e}")))?;
-        opts.max_connections(8).map_sqlx_sqlite_opts(|o| {
-            o.create_if_missing(true)
-                .journal_mode(SqliteJournalMode::Wal)
-                .synchronous(SqliteSynchronous::Normal)
-                .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                .foreign_keys(true)
-                .pragma("wal_autocheckpoint", "0")
-                // In WAL mode a connection's page cache is dropped whenever another one
-                // wrote, so under writes most reads miss it; mapped, a miss is a memory
-                // read instead of a pread copy. Address space, not memory: pages are
-                // shared with the OS page cache.
-                .pragma("mmap_size", SQLITE_MMAP_BYTES)
-        });
+        opts.max_connections(pool_size(DEFAULT_SQLITE_POOL))
+            .map_sqlx_sqlite_opts(|o| {
+                o.create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal)
+                    .synchronous(SqliteSynchronous::Normal)
+                    .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                    .foreign_keys(true)
+                    .pragma("wal_autocheckpoint", "0")
+                    // In WAL mode a connection's page cache is dropped whenever another one
+                    // wrote, so under writes most reads miss it; mapped, a miss is a memory
+                    // read instead of a pread copy. Address space, not memory: pages are
+                    // shared with the OS page cache.
+                    .pragma("mmap_size", SQLITE_MMAP_BYTES)
+            });
         let db = Database::connect(opts).await?;
-        checkpoint_in_background(&db);
+        checkpoint_in_background(url, &db);
         return Ok(db);
     } else {
-        opts.max_connections(pg_pool_size()).min_connections(1);
+        opts.max_connections(pool_size(DEFAULT_PG_POOL))
+            .min_connections(1);
     }
     Database::connect(opts).await
 }
 
 /// Checkpoints the SQLite WAL every [`CHECKPOINT_EVERY`] until the pool closes (see the
-/// module docs). Outside a tokio runtime nothing is spawned and nothing checkpoints
-/// until a runtime does, so the WAL then grows; every service connects within one.
-fn checkpoint_in_background(db: &DatabaseConnection) {
+/// module docs), on a connection of its own: a PASSIVE checkpoint runs beside the writer
+/// (it never takes the write lock), and through the pool it would hold the pool's one
+/// connection — and every request of the service — for the checkpoint's copy and fsync.
+/// Outside a tokio runtime nothing is spawned and nothing checkpoints until a runtime
+/// does, so the WAL then grows; every service connects within one.
+fn checkpoint_in_background(url: &str, db: &DatabaseConnection) {
+    use sea_orm::sqlx::ConnectOptions as _;
     let pool = db.get_sqlite_connection_pool().clone();
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
         return;
     };
+    let Ok(options) = SqliteConnectOptions::from_str(url) else {
+        return;
+    };
+    let options = options.busy_timeout(SQLITE_BUSY_TIMEOUT);
     runtime.spawn(async move {
         let mut every = tokio::time::interval(CHECKPOINT_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut conn = None;
         loop {
             every.tick().await;
             if pool.is_closed() {
                 return;
             }
+            if conn.is_none() {
+                match options.connect().await {
+                    Ok(c) => conn = Some(c),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "cannot open the WAL checkpoint connection; retried next tick");
+                        continue;
+                    }
+                }
+            }
+            let Some(c) = conn.as_mut() else { continue };
             if let Err(e) = sea_orm::sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                .execute(&pool)
+                .execute(&mut *c)
                 .await
             {
                 tracing::debug!(error = %e, "WAL checkpoint failed; retried next tick");
+                conn = None;
             }
         }
     });
