@@ -9,6 +9,11 @@
 //! claims never overlap while leases hold, and a row re-published after a lapsed lease is
 //! dropped by the bus (`Nats-Msg-Id`) or by the feeds (event id).
 //!
+//! After a round that published something the relay lingers [`LINGER`] before it listens
+//! for the next wake-up: an event after a quiet spell goes out at once, and under load the
+//! commits of those milliseconds share one claim and one delete instead of costing two
+//! write statements each (the claim and delete were a third of a busy SQLite's writes).
+//!
 //! When publishing fails the relay waits with capped exponential backoff (the schedule of
 //! [`crate::resilience::retry`]) and tries again for ever; rows stay in the table until
 //! the bus has them.
@@ -32,6 +37,9 @@ pub const BATCH: u64 = 100;
 /// How long a claim holds: far longer than a batch takes (its PubAcks are bounded by a
 /// few seconds), short enough that rows of a replica that died mid-batch go out soon.
 const LEASE: Duration = Duration::from_secs(30);
+/// Pause after a round that published, so that commits meanwhile go out in one batch
+/// (see the module docs): what it adds to an event's delivery under load.
+pub const LINGER: Duration = Duration::from_millis(10);
 /// First wait after a failed round, and the cap of the doubling waits after that.
 const BACKOFF: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -104,8 +112,11 @@ impl Relay {
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             match self.round().await {
-                Ok(()) => {
+                Ok(published) => {
                     failing = None;
+                    if published > 0 {
+                        tokio::time::sleep(LINGER).await;
+                    }
                     tokio::select! {
                         () = self.wake.notified() => {}
                         _ = poll.tick() => self.sample_pending().await,
@@ -123,8 +134,11 @@ impl Relay {
     }
 
     /// Publishes everything due now, batch after batch.
-    async fn round(&self) -> Result<(), Stop> {
+    /// Claims, publishes and deletes until a batch comes back short; how many rows it
+    /// published.
+    async fn round(&self) -> Result<usize, Stop> {
         let service = self.service;
+        let mut total = 0;
         loop {
             let now = Utc::now();
             let until = now + LEASE;
@@ -135,7 +149,7 @@ impl Relay {
                     Stop::Db
                 })?;
             if rows.is_empty() {
-                return Ok(());
+                return Ok(total);
             }
             let full = rows.len() as u64 == BATCH;
             let (rows, events): (Vec<_>, Vec<_>) = rows
@@ -185,8 +199,9 @@ impl Relay {
                 }
                 return Err(Stop::Bus);
             }
+            total += published.acked;
             if !full {
-                return Ok(());
+                return Ok(total);
             }
         }
     }
