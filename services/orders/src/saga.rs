@@ -12,7 +12,8 @@
 //!    after waiting for it if its saga is still running (a concurrent replay). Replays
 //!    are never refused by the open-order cap.
 //! 4. The customer's open orders (see [`store::OPEN`]) are below the cap, else
-//!    RESOURCE_EXHAUSTED (a cheap early check, before any upstream call).
+//!    RESOURCE_EXHAUSTED (a cheap early check, before any upstream call). Steps 3 and 4
+//!    read the database once ([`store::seen`]).
 //! 5. BatchGetProducts for the name and price snapshot (one currency for all lines).
 //! 6. Insert the order *intent* (status CREATING, lines with their deterministic
 //!    reservation ids `<order id>-<line>`), in a transaction that counts the customer's
@@ -206,16 +207,19 @@ impl Orders {
         // Fail fast (step 2): no database access while Reserve would be refused anyway.
         self.upstreams.inventory_accepts_calls()?;
         for _ in 0..CREATE_ATTEMPTS {
-            if let Some(existing) =
-                store::by_request(&self.db, &new.customer_id, &new.request_id).await?
-            {
-                match self.settled(existing).await? {
+            let seen = store::seen(&self.db, &new.customer_id, &new.request_id, max_open).await?;
+            if let Some(id) = seen.existing {
+                let existing = match store::order(&self.db, &id).await? {
+                    Some(existing) => self.settled(existing).await?,
+                    None => None,
+                };
+                match existing {
                     Some(record) => return Ok(record),
                     // Rolled back meanwhile: this call may try afresh.
                     None => continue,
                 }
             }
-            let open = store::open_orders(&self.db, &new.customer_id, max_open).await?;
+            let open = seen.open;
             if open >= max_open {
                 return Err(too_many_open_orders(&new.customer_id, open, max_open));
             }

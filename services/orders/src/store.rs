@@ -19,8 +19,8 @@ use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{
-    Alias, CommonTableExpression, Expr, ExprTrait, LockBehavior, LockType, Query, SelectStatement,
-    WithClause,
+    Alias, CommonTableExpression, Expr, ExprTrait, LockBehavior, LockType, Query,
+    QueryStatementBuilder, SelectStatement, WithClause,
 };
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, DbBackend,
@@ -71,19 +71,6 @@ pub async fn record(db: &DatabaseConnection, id: &str) -> Result<Option<OrderRec
     Ok(Some(OrderRecord { order, items }))
 }
 
-/// The order a customer created with `request_id`, if any.
-pub async fn by_request(
-    db: &DatabaseConnection,
-    customer_id: &str,
-    request_id: &str,
-) -> Result<Option<order::Model>, DbErr> {
-    order::Entity::find()
-        .filter(order::Column::CustomerId.eq(customer_id))
-        .filter(order::Column::RequestId.eq(request_id))
-        .one(db)
-        .await
-}
-
 /// Stored states that count against a customer's cap on open orders: intents being
 /// created (they become PENDING), PENDING orders, and those being completed or cancelled
 /// (clients still see them as PENDING). ABORTING intents never become PENDING.
@@ -103,22 +90,69 @@ pub async fn open_orders(
     at_most: u64,
 ) -> Result<u64, DbErr> {
     // Not `PaginatorTrait::count`: it drops the limit.
-    let open = order::Entity::find()
+    let count = SelectStatement::new()
+        .expr(Expr::cust("COUNT(*) AS n"))
+        .from_subquery(open_ids(customer_id, at_most), "open")
+        .to_owned();
+    match db.query_one(&count).await? {
+        Some(row) => Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0)),
+        None => Ok(0),
+    }
+}
+
+/// What CreateOrder finds before it writes anything: the id of the order an earlier call
+/// with the same (customer, request id) created, and the customer's open orders (see
+/// [`OPEN`]) counted no further than `at_most` (which includes that order, when open).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Seen {
+    pub existing: Option<String>,
+    pub open: u64,
+}
+
+/// [`Seen`] in one statement — `SELECT COUNT(*), (SELECT id … request id) FROM (SELECT id
+/// … open orders LIMIT n)` — one round trip on every order instead of two.
+pub async fn seen(
+    db: &impl ConnectionTrait,
+    customer_id: &str,
+    request_id: &str,
+    at_most: u64,
+) -> Result<Seen, DbErr> {
+    let existing = order::Entity::find()
+        .select_only()
+        .column(order::Column::Id)
+        .filter(order::Column::CustomerId.eq(customer_id))
+        .filter(order::Column::RequestId.eq(request_id))
+        .into_query();
+    let query = SelectStatement::new()
+        .expr(Expr::cust("COUNT(*) AS n"))
+        .expr_as(
+            Expr::SubQuery(None, Box::new(existing.into_sub_query_statement())),
+            Alias::new("existing"),
+        )
+        .from_subquery(open_ids(customer_id, at_most), "open")
+        .to_owned();
+    let Some(row) = db.query_one(&query).await? else {
+        return Ok(Seen {
+            existing: None,
+            open: 0,
+        });
+    };
+    Ok(Seen {
+        existing: row.try_get::<Option<String>>("", "existing")?,
+        open: u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0),
+    })
+}
+
+/// `SELECT id` of up to `at_most` open orders of `customer_id`.
+fn open_ids(customer_id: &str, at_most: u64) -> SelectStatement {
+    order::Entity::find()
         .select_only()
         .column(order::Column::Id)
         .filter(order::Column::CustomerId.eq(customer_id))
         .filter(order::Column::Status.is_in(OPEN))
         // SQL's LIMIT is signed (sea-query's binding panics past i64::MAX).
         .limit(Ord::min(at_most, i64::MAX as u64))
-        .into_query();
-    let count = sea_orm::sea_query::SelectStatement::new()
-        .expr(Expr::cust("COUNT(*) AS n"))
-        .from_subquery(open, "open")
-        .to_owned();
-    match db.query_one(&count).await? {
-        Some(row) => Ok(u64::try_from(row.try_get::<i64>("", "n")?).unwrap_or(0)),
-        None => Ok(0),
-    }
+        .into_query()
 }
 
 /// What [`insert`] did.
