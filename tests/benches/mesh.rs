@@ -17,7 +17,13 @@
 //!
 //! Run: `cargo bench -p stockmesh-tests --bench mesh` (SQLite), `DB=postgres cargo bench
 //! -p stockmesh-tests --bench mesh` (fresh PostgreSQL databases, dropped afterwards).
-//! `STOCKMESH_BENCH_SECS` (default 5) per row.
+//! `STOCKMESH_BENCH_SECS` (default 5) per row. `STOCKMESH_BENCH_ONLY=createorder,breaker`
+//! runs only the rows whose names contain one of the words (case-insensitive), besides the
+//! Check baseline: for profiling one path (`perf record -C 0` sees only the mesh).
+//! `STOCKMESH_BENCH_BASELINE=<path of an older stockmesh binary>` runs the Check and
+//! CreateOrder rows again against that build's mesh afterwards, in the same run, and prints
+//! the ratios (issue 9 asks "4× today's orders/s on the same machine": `git worktree add
+//! /tmp/base <commit> && cargo build --release -p stockmesh-cli` there).
 
 use std::net::SocketAddr;
 use std::process::Stdio;
@@ -95,12 +101,27 @@ struct Row {
     cpu_us: f64,
 }
 
-/// Runs one row against the mesh process `pid`.
-async fn row<F, Fut>(name: &str, pid: u32, clients: usize, secs: f64, call: F) -> Row
+/// Whether the row `name` is to run (`STOCKMESH_BENCH_ONLY`, see the module docs).
+fn wanted(name: &str) -> bool {
+    let name = name.to_lowercase();
+    match std::env::var("STOCKMESH_BENCH_ONLY") {
+        Ok(only) if !only.trim().is_empty() && !name.starts_with("health/check") => only
+            .split(',')
+            .map(|w| w.trim().to_lowercase())
+            .any(|w| !w.is_empty() && name.contains(&w)),
+        _ => true,
+    }
+}
+
+/// Runs one row against the mesh process `pid`, unless it is not [`wanted`].
+async fn row<F, Fut>(name: &str, pid: u32, clients: usize, secs: f64, call: F) -> Option<Row>
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
+    if !wanted(name) {
+        return None;
+    }
     run(clients, 0.5, call.clone()).await; // warm-up
     let cpu = cpu_secs(pid);
     let load = run(clients, secs, call).await;
@@ -110,11 +131,11 @@ where
         "{name}: no call succeeded ({} failed)",
         load.errors
     );
-    Row {
+    Some(Row {
         name: name.to_string(),
         cpu_us: cpu * 1e6 / load.ok.max(1) as f64,
         load,
-    }
+    })
 }
 
 async fn rest(http: &Http, method: &str, uri: &str, token: &str, body: String) -> u16 {
@@ -183,6 +204,219 @@ async fn scrape(addr: SocketAddr) -> String {
     }
 }
 
+/// A whole mesh (`<program> up`) pinned to CPU 0, with the catalog the rows use.
+struct Mesh {
+    child: Child,
+    pid: u32,
+    ports: Vec<(Target, u16)>,
+    env: Vec<(String, String)>,
+    dir: std::path::PathBuf,
+    dbs: Vec<TestDb>,
+    /// The admin's access token.
+    token: String,
+    /// A product with plenty of stock in the one warehouse.
+    product: String,
+}
+
+impl Mesh {
+    fn addr(&self, t: Target) -> SocketAddr {
+        let port = self.ports.iter().find(|(x, _)| *x == t).map_or(0, |p| p.1);
+        SocketAddr::from(([127, 0, 0, 1], port))
+    }
+
+    /// Starts `program up` on fresh databases (`tag` names its data directory) and seeds
+    /// 60 products and one warehouse with plenty of the first.
+    async fn start(program: &str, backend: Backend, tag: &str) -> Mesh {
+        let dir =
+            std::env::temp_dir().join(format!("stockmesh_mesh_bench_{}_{tag}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ports: Vec<(Target, u16)> = Target::ALL.iter().map(|t| (*t, port())).collect();
+        let mut env: Vec<(String, String)> = vec![
+            ("STOCKMESH_DATA_DIR".into(), dir.display().to_string()),
+            ("STOCKMESH_BIND".into(), "127.0.0.1".into()),
+            ("STOCKMESH_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
+            ("STOCKMESH_SERVICE_SECRET".into(), SECRET.into()),
+            ("STOCKMESH_RATE_LIMIT_RPS".into(), "10000000".into()),
+            ("STOCKMESH_RATE_LIMIT_BURST".into(), "10000000".into()),
+            ("STOCKMESH_DRAIN_DELAY_MS".into(), "0".into()),
+            ("RUST_LOG".into(), "warn".into()),
+        ];
+        for (t, p) in &ports {
+            env.push((
+                format!("STOCKMESH_{}_PORT", t.name().to_uppercase()),
+                p.to_string(),
+            ));
+        }
+        let mut dbs = Vec::new();
+        if backend == Backend::Postgres {
+            for t in Target::SERVICES {
+                let db = TestDb::new(Backend::Postgres).await;
+                env.push((
+                    format!("STOCKMESH_{}_DATABASE_URL", t.name().to_uppercase()),
+                    db.url.clone(),
+                ));
+                dbs.push(db);
+            }
+        }
+        let child = pinned(program)
+            .arg("up")
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let pid = child.id().unwrap_or(0);
+        let mut mesh = Mesh {
+            child,
+            pid,
+            ports,
+            env,
+            dir,
+            dbs,
+            token: String::new(),
+            product: String::new(),
+        };
+        for t in Target::ALL {
+            let addr = mesh.addr(t);
+            wait_serving(addr, t.grpc_service(), &mut mesh.child).await;
+        }
+        mesh.seed().await;
+        mesh
+    }
+
+    async fn seed(&mut self) {
+        let token = AuthServiceClient::new(channel(self.addr(Target::Auth)))
+            .login(LoginRequest {
+                email: "admin@stockmesh.local".into(),
+                password: ADMIN_PASSWORD.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .access_token;
+        let products = ProductServiceClient::new(channel(self.addr(Target::Products)));
+        let mut ids = Vec::new();
+        for i in 0..60 {
+            let p = products
+                .clone()
+                .create_product(with_token(
+                    CreateProductRequest {
+                        sku: format!("SKU-BENCH-{i}"),
+                        name: format!("bench product {i}"),
+                        price_cents: 100 + i,
+                        currency: "USD".into(),
+                        ..Default::default()
+                    },
+                    &token,
+                ))
+                .await
+                .unwrap()
+                .into_inner()
+                .product
+                .unwrap();
+            ids.push(p.id);
+        }
+        let inventory = InventoryServiceClient::new(channel(self.addr(Target::Inventory)));
+        let warehouse = inventory
+            .clone()
+            .create_warehouse(with_token(
+                inv::CreateWarehouseRequest {
+                    name: "bench".into(),
+                    address: "bench".into(),
+                    latitude: 0.0,
+                    longitude: 0.0,
+                    capacity: 0,
+                },
+                &token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+            .warehouse
+            .unwrap()
+            .id;
+        inventory
+            .clone()
+            .restock(with_token(
+                inv::RestockRequest {
+                    product_id: ids[0].clone(),
+                    warehouse_id: warehouse,
+                    quantity: 1_000_000_000,
+                    request_id: "bench-restock".into(),
+                },
+                &token,
+            ))
+            .await
+            .unwrap();
+        self.token = token;
+        self.product = ids.swap_remove(0);
+    }
+
+    async fn stop(mut self) {
+        let _ = self.child.kill().await;
+        let _ = std::fs::remove_dir_all(&self.dir);
+        drop(self.dbs);
+    }
+}
+
+/// The bare Check on the products port, the baseline of every row.
+async fn check_row(mesh: &Mesh, secs: f64) -> Option<Row> {
+    let health = HealthClient::new(channel(mesh.addr(Target::Products)));
+    row(
+        "Health/Check (products port)",
+        mesh.pid,
+        16,
+        secs,
+        move |_, _| {
+            let mut c = health.clone();
+            async move {
+                c.check(HealthCheckRequest {
+                    service: Target::Products.grpc_service().into(),
+                })
+                .await
+                .is_ok()
+            }
+        },
+    )
+    .await
+}
+
+/// CreateOrder through the gateway at 8 and 50 concurrent clients.
+async fn order_rows(mesh: &Mesh, secs: f64) -> Vec<Row> {
+    let http: Http = Client::builder(TokioExecutor::new()).build_http();
+    let mut rows = Vec::new();
+    for clients in [8, 50] {
+        let (h, uri, t, id) = (
+            http.clone(),
+            format!("http://{}/v1/orders", mesh.addr(Target::Gateway)),
+            mesh.token.clone(),
+            mesh.product.clone(),
+        );
+        rows.extend(
+            row(
+                &format!("CreateOrder, c={clients} (gateway)"),
+                mesh.pid,
+                clients,
+                secs,
+                move |client, seq| {
+                    let (h, uri, t) = (h.clone(), uri.clone(), t.clone());
+                    // Placed by the admin for a customer of its own each (as a shop's
+                    // many customers would), so the open-order cap stays at its default.
+                    let body = format!(
+                        r#"{{"requestId":"bench","customerId":"bench-{clients}-{client}-{seq}","items":[{{"productId":"{id}","quantity":1}}]}}"#
+                    );
+                    async move { rest(&h, "POST", &uri, &t, body).await == 200 }
+                },
+            )
+            .await,
+        );
+    }
+    rows
+}
+
 #[tokio::main]
 async fn main() {
     let secs: f64 = std::env::var("STOCKMESH_BENCH_SECS")
@@ -200,149 +434,19 @@ async fn main() {
             .stdout(Stdio::null())
             .status();
     }
-    let dir = std::env::temp_dir().join(format!("stockmesh_mesh_bench_{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let ports: Vec<(Target, u16)> = Target::ALL.iter().map(|t| (*t, port())).collect();
-    let addr = |t: Target| {
-        SocketAddr::from((
-            [127, 0, 0, 1],
-            ports.iter().find(|(x, _)| *x == t).unwrap().1,
-        ))
-    };
-    let mut env: Vec<(String, String)> = vec![
-        ("STOCKMESH_DATA_DIR".into(), dir.display().to_string()),
-        ("STOCKMESH_BIND".into(), "127.0.0.1".into()),
-        ("STOCKMESH_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
-        ("STOCKMESH_SERVICE_SECRET".into(), SECRET.into()),
-        ("STOCKMESH_RATE_LIMIT_RPS".into(), "10000000".into()),
-        ("STOCKMESH_RATE_LIMIT_BURST".into(), "10000000".into()),
-        ("STOCKMESH_DRAIN_DELAY_MS".into(), "0".into()),
-        ("RUST_LOG".into(), "warn".into()),
-    ];
-    for (t, p) in &ports {
-        env.push((
-            format!("STOCKMESH_{}_PORT", t.name().to_uppercase()),
-            p.to_string(),
-        ));
-    }
-    let mut dbs = Vec::new();
-    if backend == Backend::Postgres {
-        for t in Target::SERVICES {
-            let db = TestDb::new(Backend::Postgres).await;
-            env.push((
-                format!("STOCKMESH_{}_DATABASE_URL", t.name().to_uppercase()),
-                db.url.clone(),
-            ));
-            dbs.push(db);
-        }
-    }
     let drill = env!("CARGO_BIN_EXE_stockmesh-drill");
-    let mut mesh = pinned(drill)
-        .arg("up")
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let pid = mesh.id().unwrap_or(0);
-    for t in Target::ALL {
-        wait_serving(addr(t), t.grpc_service(), &mut mesh).await;
-    }
-
-    // Catalog: 60 products; one warehouse with plenty of every product.
-    let token = AuthServiceClient::new(channel(addr(Target::Auth)))
-        .login(LoginRequest {
-            email: "admin@stockmesh.local".into(),
-            password: ADMIN_PASSWORD.into(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .access_token;
-    let products = ProductServiceClient::new(channel(addr(Target::Products)));
-    let mut ids = Vec::new();
-    for i in 0..60 {
-        let p = products
-            .clone()
-            .create_product(with_token(
-                CreateProductRequest {
-                    sku: format!("SKU-BENCH-{i}"),
-                    name: format!("bench product {i}"),
-                    price_cents: 100 + i,
-                    currency: "USD".into(),
-                    ..Default::default()
-                },
-                &token,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .product
-            .unwrap();
-        ids.push(p.id);
-    }
-    let inventory = InventoryServiceClient::new(channel(addr(Target::Inventory)));
-    let warehouse = inventory
-        .clone()
-        .create_warehouse(with_token(
-            inv::CreateWarehouseRequest {
-                name: "bench".into(),
-                address: "bench".into(),
-                latitude: 0.0,
-                longitude: 0.0,
-                capacity: 0,
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .warehouse
-        .unwrap()
-        .id;
-    inventory
-        .clone()
-        .restock(with_token(
-            inv::RestockRequest {
-                product_id: ids[0].clone(),
-                warehouse_id: warehouse,
-                quantity: 1_000_000_000,
-                request_id: "bench-restock".into(),
-            },
-            &token,
-        ))
-        .await
-        .unwrap();
-    let id = ids[0].clone();
+    let mut mesh = Mesh::start(drill, backend, "now").await;
+    let pid = mesh.pid;
+    let (token, id) = (mesh.token.clone(), mesh.product.clone());
+    let products = ProductServiceClient::new(channel(mesh.addr(Target::Products)));
+    let inventory = InventoryServiceClient::new(channel(mesh.addr(Target::Inventory)));
     tokio::time::sleep(Duration::from_secs(2)).await;
     let rss_idle = rss_mb(pid);
 
     let mut rows = Vec::new();
-    let health = HealthClient::new(channel(addr(Target::Products)));
-    rows.push(
-        row(
-            "Health/Check (products port)",
-            pid,
-            16,
-            secs,
-            move |_, _| {
-                let mut c = health.clone();
-                async move {
-                    c.check(HealthCheckRequest {
-                        service: Target::Products.grpc_service().into(),
-                    })
-                    .await
-                    .is_ok()
-                }
-            },
-        )
-        .await,
-    );
+    rows.extend(check_row(&mesh, secs).await);
     let (p, pid_) = (products.clone(), id.clone());
-    rows.push(
+    rows.extend(
         row("GetProduct (gRPC)", pid, 16, secs, move |_, _| {
             let (mut c, id) = (p.clone(), pid_.clone());
             async move { c.get_product(GetProductRequest { id }).await.is_ok() }
@@ -350,7 +454,7 @@ async fn main() {
         .await,
     );
     let p = products.clone();
-    rows.push(
+    rows.extend(
         row(
             "ListProducts, page of 50 (gRPC)",
             pid,
@@ -371,7 +475,7 @@ async fn main() {
         .await,
     );
     let (i, pid_) = (inventory.clone(), id.clone());
-    rows.push(
+    rows.extend(
         row("GetStock (gRPC)", pid, 16, secs, move |_, _| {
             let (mut c, product_id) = (i.clone(), pid_.clone());
             async move {
@@ -383,13 +487,13 @@ async fn main() {
         .await,
     );
     let http: Http = Client::builder(TokioExecutor::new()).build_http();
-    let gateway = addr(Target::Gateway);
+    let gateway = mesh.addr(Target::Gateway);
     let (h, uri, t) = (
         http.clone(),
         format!("http://{gateway}/v1/products/{id}"),
         token.clone(),
     );
-    rows.push(
+    rows.extend(
         row(
             "GET /v1/products/{id} (gateway)",
             pid,
@@ -402,121 +506,117 @@ async fn main() {
         )
         .await,
     );
-    for clients in [8, 50] {
-        let (h, uri, t, id) = (
-            http.clone(),
-            format!("http://{gateway}/v1/orders"),
-            token.clone(),
-            id.clone(),
-        );
-        rows.push(
-            row(
-                &format!("CreateOrder, c={clients} (gateway)"),
-                pid,
-                clients,
-                secs,
-                move |client, seq| {
-                    let (h, uri, t) = (h.clone(), uri.clone(), t.clone());
-                    // Placed by the admin for a customer of its own each (as a shop's
-                    // many customers would), so the open-order cap stays at its default.
-                    let body = format!(
-                        r#"{{"requestId":"bench","customerId":"bench-{clients}-{client}-{seq}","items":[{{"productId":"{id}","quantity":1}}]}}"#
-                    );
-                    async move { rest(&h, "POST", &uri, &t, body).await == 200 }
-                },
-            )
-            .await,
-        );
-    }
+    rows.extend(order_rows(&mesh, secs).await);
     let rss_after = rss_mb(pid);
 
-    // Fail-fast: a second orders process whose inventory does not answer.
-    let orders_port = port();
-    let metrics_port = port();
-    let dead = port();
-    let orders_db = match backend {
-        Backend::Postgres => {
-            let db = TestDb::new(Backend::Postgres).await;
-            let url = db.url.clone();
-            dbs.push(db);
-            url
-        }
-        Backend::Sqlite => format!("sqlite://{}/orders-failfast.db?mode=rwc", dir.display()),
-    };
-    let mut orders2 = pinned(drill)
-        .args(["serve", "orders"])
-        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env("STOCKMESH_ORDERS_PORT", orders_port.to_string())
-        .env("STOCKMESH_ORDERS_METRICS_PORT", metrics_port.to_string())
-        .env("STOCKMESH_ORDERS_DATABASE_URL", &orders_db)
-        .env("STOCKMESH_INVENTORY_ADDRS", format!("127.0.0.1:{dead}"))
-        .env("STOCKMESH_BREAKER_OPEN_MS", "600000")
-        .env("STOCKMESH_BREAKER_MAX_OPEN_MS", "600000")
-        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let orders2_addr = SocketAddr::from(([127, 0, 0, 1], orders_port));
-    wait_serving(orders2_addr, Target::Orders.grpc_service(), &mut orders2).await;
-    let orders2_pid = orders2.id().unwrap_or(0);
-    let client = stockmesh::proto::orders::v1::order_service_client::OrderServiceClient::new(
-        channel(orders2_addr),
-    );
-    let order = |request_id: String, id: String, token: String| {
-        with_token(
-            stockmesh::proto::orders::v1::CreateOrderRequest {
-                request_id,
-                items: vec![stockmesh::proto::orders::v1::CreateOrderItem {
-                    product_id: id,
-                    quantity: 1,
-                }],
-                ..Default::default()
-            },
-            &token,
-        )
-    };
-    let mut open = false;
-    for i in 0..50 {
-        match client
-            .clone()
-            .create_order(order(format!("trip-{i}"), id.clone(), token.clone()))
-            .await
-        {
-            Err(s) if s.message().contains("circuit breaker open") => {
-                open = true;
-                break;
+    let fail_fast = if wanted("CreateOrder, breaker open") {
+        // Fail-fast: a second orders process whose inventory does not answer.
+        let orders_port = port();
+        let metrics_port = port();
+        let dead = port();
+        let orders_db = match backend {
+            Backend::Postgres => {
+                let db = TestDb::new(Backend::Postgres).await;
+                let url = db.url.clone();
+                mesh.dbs.push(db);
+                url
             }
-            _ => {}
-        }
-    }
-    assert!(
-        open,
-        "the fail-fast orders process never saw its breaker open"
-    );
-    let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
-    let before = scrape(metrics).await;
-    let (c, t, id2) = (client.clone(), token.clone(), id.clone());
-    let cpu = cpu_secs(orders2_pid);
-    let fail_fast = run(8, secs, move |client, seq| {
-        let (mut c, req) = (
-            c.clone(),
-            order(format!("ff-{client}-{seq}"), id2.clone(), t.clone()),
+            Backend::Sqlite => {
+                format!(
+                    "sqlite://{}/orders-failfast.db?mode=rwc",
+                    mesh.dir.display()
+                )
+            }
+        };
+        let mut orders2 = pinned(drill)
+            .args(["serve", "orders"])
+            .envs(mesh.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("STOCKMESH_ORDERS_PORT", orders_port.to_string())
+            .env("STOCKMESH_ORDERS_METRICS_PORT", metrics_port.to_string())
+            .env("STOCKMESH_ORDERS_DATABASE_URL", &orders_db)
+            .env("STOCKMESH_INVENTORY_ADDRS", format!("127.0.0.1:{dead}"))
+            .env("STOCKMESH_BREAKER_OPEN_MS", "600000")
+            .env("STOCKMESH_BREAKER_MAX_OPEN_MS", "600000")
+            .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let orders2_addr = SocketAddr::from(([127, 0, 0, 1], orders_port));
+        wait_serving(orders2_addr, Target::Orders.grpc_service(), &mut orders2).await;
+        let orders2_pid = orders2.id().unwrap_or(0);
+        let client = stockmesh::proto::orders::v1::order_service_client::OrderServiceClient::new(
+            channel(orders2_addr),
         );
-        // Success here is the fast refusal.
-        async move {
-            matches!(c.create_order(req).await, Err(s) if s.code() == tonic::Code::Unavailable)
+        let order = |request_id: String, id: String, token: String| {
+            with_token(
+                stockmesh::proto::orders::v1::CreateOrderRequest {
+                    request_id,
+                    items: vec![stockmesh::proto::orders::v1::CreateOrderItem {
+                        product_id: id,
+                        quantity: 1,
+                    }],
+                    ..Default::default()
+                },
+                &token,
+            )
+        };
+        let mut open = false;
+        for i in 0..50 {
+            match client
+                .clone()
+                .create_order(order(format!("trip-{i}"), id.clone(), token.clone()))
+                .await
+            {
+                Err(s) if s.message().contains("circuit breaker open") => {
+                    open = true;
+                    break;
+                }
+                _ => {}
+            }
         }
-    })
-    .await;
-    let fail_fast_cpu = (cpu_secs(orders2_pid) - cpu) * 1e6 / fail_fast.ok.max(1) as f64;
-    let after = scrape(metrics).await;
-    let server = server_p99(&before, &after, "CreateOrder");
-    let _ = orders2.kill().await;
-    let _ = mesh.kill().await;
-    let _ = std::fs::remove_dir_all(&dir);
-    drop(dbs);
+        assert!(
+            open,
+            "the fail-fast orders process never saw its breaker open"
+        );
+        let metrics = SocketAddr::from(([127, 0, 0, 1], metrics_port));
+        let before = scrape(metrics).await;
+        let (c, t, id2) = (client.clone(), token.clone(), id.clone());
+        let cpu = cpu_secs(orders2_pid);
+        let fail_fast = run(8, secs, move |client, seq| {
+            let (mut c, req) = (
+                c.clone(),
+                order(format!("ff-{client}-{seq}"), id2.clone(), t.clone()),
+            );
+            // Success here is the fast refusal.
+            async move {
+                matches!(c.create_order(req).await, Err(s) if s.code() == tonic::Code::Unavailable)
+            }
+        })
+        .await;
+        let fail_fast_cpu = (cpu_secs(orders2_pid) - cpu) * 1e6 / fail_fast.ok.max(1) as f64;
+        let after = scrape(metrics).await;
+        let server = server_p99(&before, &after, "CreateOrder");
+        let _ = orders2.kill().await;
+        Some((fail_fast, fail_fast_cpu, server))
+    } else {
+        None
+    };
+    mesh.stop().await;
+
+    // The CreateOrder rows again against an older build, in this run (see the module docs).
+    let baseline = match std::env::var("STOCKMESH_BENCH_BASELINE") {
+        Ok(program) if !program.is_empty() => {
+            let base = Mesh::start(&program, backend, "baseline").await;
+            let mut rows = Vec::new();
+            rows.extend(check_row(&base, secs).await);
+            rows.extend(order_rows(&base, secs).await);
+            base.stop().await;
+            Some((program, rows))
+        }
+        _ => None,
+    };
 
     let check = rows[0].load.per_sec();
     let backend_name = match backend {
@@ -547,22 +647,46 @@ async fn main() {
             r.load.errors
         );
     }
-    println!(
-        "{:<34} {:>9.0} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>7}",
-        "CreateOrder, breaker open, c=8",
-        fail_fast.per_sec(),
-        "",
-        fail_fast_cpu,
-        fail_fast.quantile(0.5).as_secs_f64() * 1e3,
-        fail_fast.quantile(0.99).as_secs_f64() * 1e3,
-        fail_fast.errors
-    );
-    match server {
-        Some(le) => println!(
-            "  fail-fast p99 server-side (orders' histogram): ≤ {:.2} ms",
-            le * 1e3
-        ),
-        None => println!("  fail-fast p99 server-side: no histogram"),
+    if let Some((fail_fast, fail_fast_cpu, server)) = fail_fast {
+        println!(
+            "{:<34} {:>9.0} {:>9} {:>12.0} {:>9.2} {:>9.2} {:>7}",
+            "CreateOrder, breaker open, c=8",
+            fail_fast.per_sec(),
+            "",
+            fail_fast_cpu,
+            fail_fast.quantile(0.5).as_secs_f64() * 1e3,
+            fail_fast.quantile(0.99).as_secs_f64() * 1e3,
+            fail_fast.errors
+        );
+        match server {
+            Some(le) => println!(
+                "  fail-fast p99 server-side (orders' histogram): ≤ {:.2} ms",
+                le * 1e3
+            ),
+            None => println!("  fail-fast p99 server-side: no histogram"),
+        }
     }
     println!("mesh RSS: idle {rss_idle:.1} MB, after the CreateOrder rows {rss_after:.1} MB");
+    if let Some((program, base)) = baseline {
+        println!("baseline {program}, same rows, same run:");
+        let base_check = base.first().map_or(1.0, |r| r.load.per_sec());
+        for b in &base {
+            let now = rows.iter().find(|r| r.name == b.name);
+            println!(
+                "{:<34} {:>9.0} {:>9.2} {:>12.0} {:>9.2} {:>9.2} {:>7}   now/baseline: {}",
+                b.name,
+                b.load.per_sec(),
+                b.load.per_sec() / base_check,
+                b.cpu_us,
+                b.load.quantile(0.5).as_secs_f64() * 1e3,
+                b.load.quantile(0.99).as_secs_f64() * 1e3,
+                b.load.errors,
+                now.map_or("-".to_string(), |n| format!(
+                    "{:.2}x req/s, {:.2}x CPU per request",
+                    n.load.per_sec() / b.load.per_sec(),
+                    n.cpu_us / b.cpu_us
+                )),
+            );
+        }
+    }
 }
