@@ -18,6 +18,8 @@ use sea_orm_migration::MigratorTrait;
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How much of a SQLite database file is memory-mapped (256 MiB).
 const SQLITE_MMAP_BYTES: &str = "268435456";
+/// A pooled connection idle this long is pinged before it is handed out (see [`connect`]).
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(30);
 /// How often the WAL is checkpointed (PASSIVE: never waits for readers or writers).
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// SQLite connections per service unless `STOCKMESH_DB_MAX_CONNECTIONS` says otherwise:
@@ -49,7 +51,14 @@ pub async fn connect(url: &str) -> Result<DatabaseConnection, DbErr> {
     let mut opts = ConnectOptions::new(url.to_string());
     opts.sqlx_logging(false)
         .connect_timeout(Duration::from_secs(5))
-        .acquire_timeout(Duration::from_secs(10));
+        .acquire_timeout(Duration::from_secs(10))
+        // sqlx pings a pooled connection on every checkout by default: a round trip per
+        // statement outside a transaction and per transaction, to the server (PostgreSQL)
+        // or the connection's thread (SQLite). Only a connection idle this long — one a
+        // server, proxy or firewall may have dropped meanwhile — is pinged first; one that
+        // broke while in steady use fails its statement with a connection error instead,
+        // and the pool opens a new one for the next caller.
+        .test_before_acquire_if_idle_for(PING_IF_IDLE_FOR);
     if url.starts_with("sqlite:") {
         if let Some(path) = sqlite_path(url)
             && let Some(dir) = std::path::Path::new(&path).parent()
