@@ -44,6 +44,7 @@ use stockmesh::proto::products::v1::{
 };
 use stockmesh::testing::{Backend, TestDb, with_token};
 use stockmesh_tests::bench::{Load, cpu_secs, port, rss_mb, run};
+use stockmesh_tests::seed::stocked_product;
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -99,6 +100,22 @@ struct Row {
     name: String,
     load: Load,
     cpu_us: f64,
+}
+
+impl Row {
+    /// The row's line of the table, its rate compared with `check` req/s.
+    fn line(&self, check: f64) -> String {
+        format!(
+            "{:<34} {:>9.0} {:>9.2} {:>12.0} {:>9.2} {:>9.2} {:>7}",
+            self.name,
+            self.load.per_sec(),
+            self.load.per_sec() / check,
+            self.cpu_us,
+            self.load.quantile(0.5).as_secs_f64() * 1e3,
+            self.load.quantile(0.99).as_secs_f64() * 1e3,
+            self.load.errors
+        )
+    }
 }
 
 /// Whether the row `name` is to run (`STOCKMESH_BENCH_ONLY`, see the module docs).
@@ -297,10 +314,17 @@ impl Mesh {
             .unwrap()
             .into_inner()
             .access_token;
+        let stocked = stocked_product(
+            channel(self.addr(Target::Products)),
+            channel(self.addr(Target::Inventory)),
+            &token,
+            1_000_000_000,
+        )
+        .await;
+        // 59 more, for ListProducts' page of 50.
         let products = ProductServiceClient::new(channel(self.addr(Target::Products)));
-        let mut ids = Vec::new();
-        for i in 0..60 {
-            let p = products
+        for i in 1..60 {
+            products
                 .clone()
                 .create_product(with_token(
                     CreateProductRequest {
@@ -313,46 +337,10 @@ impl Mesh {
                     &token,
                 ))
                 .await
-                .unwrap()
-                .into_inner()
-                .product
                 .unwrap();
-            ids.push(p.id);
         }
-        let inventory = InventoryServiceClient::new(channel(self.addr(Target::Inventory)));
-        let warehouse = inventory
-            .clone()
-            .create_warehouse(with_token(
-                inv::CreateWarehouseRequest {
-                    name: "bench".into(),
-                    address: "bench".into(),
-                    latitude: 0.0,
-                    longitude: 0.0,
-                    capacity: 0,
-                },
-                &token,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .warehouse
-            .unwrap()
-            .id;
-        inventory
-            .clone()
-            .restock(with_token(
-                inv::RestockRequest {
-                    product_id: ids[0].clone(),
-                    warehouse_id: warehouse,
-                    quantity: 1_000_000_000,
-                    request_id: "bench-restock".into(),
-                },
-                &token,
-            ))
-            .await
-            .unwrap();
         self.token = token;
-        self.product = ids.swap_remove(0);
+        self.product = stocked.product;
     }
 
     async fn stop(mut self) {
@@ -636,16 +624,7 @@ async fn main() {
         "row", "req/s", "vs Check", "mesh CPU µs", "p50 ms", "p99 ms", "errors"
     );
     for r in &rows {
-        println!(
-            "{:<34} {:>9.0} {:>9.2} {:>12.0} {:>9.2} {:>9.2} {:>7}",
-            r.name,
-            r.load.per_sec(),
-            r.load.per_sec() / check,
-            r.cpu_us,
-            r.load.quantile(0.5).as_secs_f64() * 1e3,
-            r.load.quantile(0.99).as_secs_f64() * 1e3,
-            r.load.errors
-        );
+        println!("{}", r.line(check));
     }
     if let Some((fail_fast, fail_fast_cpu, server)) = fail_fast {
         println!(
@@ -673,14 +652,8 @@ async fn main() {
         for b in &base {
             let now = rows.iter().find(|r| r.name == b.name);
             println!(
-                "{:<34} {:>9.0} {:>9.2} {:>12.0} {:>9.2} {:>9.2} {:>7}   now/baseline: {}",
-                b.name,
-                b.load.per_sec(),
-                b.load.per_sec() / base_check,
-                b.cpu_us,
-                b.load.quantile(0.5).as_secs_f64() * 1e3,
-                b.load.quantile(0.99).as_secs_f64() * 1e3,
-                b.load.errors,
+                "{}   now/baseline: {}",
+                b.line(base_check),
                 now.map_or("-".to_string(), |n| format!(
                     "{:.2}x req/s, {:.2}x CPU per request",
                     n.load.per_sec() / b.load.per_sec(),

@@ -9,11 +9,10 @@ use stockmesh::proto::auth::v1::LoginRequest;
 use stockmesh::proto::auth::v1::auth_service_client::AuthServiceClient;
 use stockmesh::proto::inventory::v1 as pb;
 use stockmesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
-use stockmesh::proto::products::v1::CreateProductRequest;
-use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
 use stockmesh::testing::{Backend, TestMesh, with_token};
 use stockmesh_tests::drill_settings;
 use stockmesh_tests::proxy::LossyProxy;
+use stockmesh_tests::seed::{Stocked, stocked_product};
 
 async fn reserve_response_lost_moves_stock_once(backend: Backend) {
     let mut mesh = TestMesh::new(backend).await;
@@ -34,53 +33,14 @@ async fn reserve_response_lost_moves_stock_once(backend: Backend) {
         .unwrap()
         .into_inner()
         .access_token;
-    let product = ProductServiceClient::new(TestMesh::channel(products.addr).await)
-        .create_product(with_token(
-            CreateProductRequest {
-                sku: "SKU-DRILL".into(),
-                name: "drill".into(),
-                price_cents: 100,
-                currency: "USD".into(),
-                ..Default::default()
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap()
-        .id;
+    let Stocked { product, .. } = stocked_product(
+        TestMesh::channel(products.addr).await,
+        TestMesh::channel(inventory.addr).await,
+        &admin,
+        10,
+    )
+    .await;
     let mut direct = InventoryServiceClient::new(TestMesh::channel(inventory.addr).await);
-    let warehouse = direct
-        .create_warehouse(with_token(
-            pb::CreateWarehouseRequest {
-                name: "north".into(),
-                address: "1 North Road".into(),
-                latitude: 10.0,
-                longitude: 10.0,
-                capacity: 0,
-            },
-            &admin,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .warehouse
-        .unwrap()
-        .id;
-    direct
-        .restock(with_token(
-            pb::RestockRequest {
-                product_id: product.clone(),
-                warehouse_id: warehouse.clone(),
-                quantity: 10,
-                request_id: "restock-1".into(),
-            },
-            &admin,
-        ))
-        .await
-        .unwrap();
 
     // The caller talks to inventory through the lossy proxy and the real outbound stack.
     let proxy = LossyProxy::start(inventory.addr, 1).await;

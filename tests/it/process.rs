@@ -22,6 +22,7 @@ use stockmesh::proto::orders::v1::order_service_client::OrderServiceClient;
 use stockmesh::proto::products::v1::CreateProductRequest;
 use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
 use stockmesh::testing::{Backend, TestDb, TestMesh, with_token};
+use stockmesh_tests::seed::unique;
 use tokio::process::{Child, Command};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -42,7 +43,7 @@ impl Mesh {
         let dir = std::env::temp_dir().join(format!(
             "stockmesh_drill_{}_{}",
             std::process::id(),
-            uuid_like()
+            unique("drill")
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let mut env = vec![
@@ -55,7 +56,7 @@ impl Mesh {
             ),
             (
                 "STOCKMESH_SERVICE_SECRET".into(),
-                format!("drill-{0}-{0}-secret", uuid_like()),
+                format!("drill-{0}-{0}-secret", unique("drill")),
             ),
             // The drills place many orders as one customer: the open-order cap (an abuse
             // limit with its own test in the orders suite) must not be what they measure.
@@ -237,16 +238,6 @@ fn log_file(dir: &Path, target: Target) -> std::fs::File {
         .append(true)
         .open(dir.join(format!("{}.log", target.name())))
         .unwrap()
-}
-
-fn uuid_like() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 pub(super) async fn channel(addr: SocketAddr) -> Channel {

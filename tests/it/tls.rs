@@ -23,12 +23,13 @@ use stockmesh::proto::inventory::v1 as inv;
 use stockmesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use stockmesh::proto::orders::v1 as ord;
 use stockmesh::proto::orders::v1::order_service_client::OrderServiceClient;
+use stockmesh::proto::products::v1::BatchGetProductsRequest;
 use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
-use stockmesh::proto::products::v1::{BatchGetProductsRequest, CreateProductRequest};
 use stockmesh::testing::{Backend, TestDb, TestMesh, with_token};
 use stockmesh::tls::{self, DevCa};
 use stockmesh::{Config, Shutdown, Target};
 use stockmesh_cli::mesh::{self, Mesh};
+use stockmesh_tests::seed::{stocked_product, unique};
 use tonic::Code;
 use tonic::transport::Channel;
 use tonic_health::pb::HealthCheckRequest;
@@ -56,7 +57,7 @@ impl TlsMesh {
         let root = std::env::temp_dir().join(format!(
             "stockmesh_tls_{}_{}",
             std::process::id(),
-            uuid_like()
+            unique("tls")
         ));
         let tls_dir = root.join("tls");
         let ca = tls::generate(&tls_dir, &tls::MESH_IDENTITIES).unwrap();
@@ -66,7 +67,7 @@ impl TlsMesh {
         config.drain_delay_ms = 0;
         config.auth.admin_email = TestMesh::ADMIN_EMAIL.into();
         config.auth.admin_password = Some(TestMesh::ADMIN_PASSWORD.into());
-        let secret = format!("tls-{0}-{0}-secret", uuid_like());
+        let secret = format!("tls-{0}-{0}-secret", unique("tls"));
         config.auth.service_secret = Some(secret.clone());
         config.tls.tls_dir = Some(tls_dir.clone());
         let mut dbs = Vec::new();
@@ -149,7 +150,7 @@ impl TlsMesh {
     }
 
     async fn customer(&self) -> String {
-        let email = format!("c{}@example.com", uuid_like());
+        let email = format!("c{}@example.com", unique("tls"));
         AuthServiceClient::new(self.gateway().await)
             .register(RegisterRequest {
                 email: email.clone(),
@@ -164,54 +165,10 @@ impl TlsMesh {
     /// A product with `quantity` in stock, made through the gateway as the admin.
     async fn stocked_product(&self, quantity: i64) -> String {
         let admin = self.admin().await;
-        let product = ProductServiceClient::new(self.gateway().await)
-            .create_product(with_token(
-                CreateProductRequest {
-                    sku: format!("SKU-{}", uuid_like()),
-                    name: "widget".into(),
-                    price_cents: 250,
-                    currency: "USD".into(),
-                    ..Default::default()
-                },
-                &admin,
-            ))
+        let gateway = self.gateway().await;
+        stocked_product(gateway.clone(), gateway, &admin, quantity)
             .await
-            .unwrap()
-            .into_inner()
             .product
-            .unwrap()
-            .id;
-        let mut inventory = InventoryServiceClient::new(self.gateway().await);
-        let warehouse = inventory
-            .create_warehouse(with_token(
-                inv::CreateWarehouseRequest {
-                    name: "north".into(),
-                    address: "1 North Road".into(),
-                    latitude: 10.0,
-                    longitude: 10.0,
-                    capacity: 0,
-                },
-                &admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .warehouse
-            .unwrap()
-            .id;
-        inventory
-            .restock(with_token(
-                inv::RestockRequest {
-                    product_id: product.clone(),
-                    warehouse_id: warehouse,
-                    quantity,
-                    request_id: format!("restock-{}", uuid_like()),
-                },
-                &admin,
-            ))
-            .await
-            .unwrap();
-        product
     }
 
     async fn stop(mut self) {
@@ -228,16 +185,6 @@ impl Drop for TlsMesh {
         }
         let _ = std::fs::remove_dir_all(&self.root);
     }
-}
-
-fn uuid_like() -> String {
-    format!(
-        "{:x}",
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    )
 }
 
 fn free_port() -> u16 {

@@ -1,11 +1,13 @@
 //! Test kit of the whole-mesh tests and fault drills: a controllable fake upstream
 //! ([`fake`]), a proxy that loses responses ([`proxy`]), helpers to build the real
-//! outbound client stack against them, and the benches' load runner ([`bench`]).
+//! outbound client stack against them, the benches' load runner ([`bench`]) and the
+//! drills' stocked products ([`seed`]).
 
 pub mod bench;
 pub mod dns;
 pub mod fake;
 pub mod proxy;
+pub mod seed;
 
 use stockmesh::Target;
 use stockmesh::client::{ClientBuilder, UpstreamChannel};
