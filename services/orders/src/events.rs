@@ -33,6 +33,12 @@ pub async fn status_changed(
     after: &OrderRecord,
     at: DateTime<Utc>,
 ) -> Result<(), DbErr> {
+    append(tx, &status_changed_event(before, after, at)).await
+}
+
+/// The `OrderStatusChanged` of an order that was in stored status `before` and is now
+/// `after`, as of `at`, for a writer that puts it into the outbox itself.
+pub fn status_changed_event(before: Status, after: &OrderRecord, at: DateTime<Utc>) -> Event {
     let id = new_event_id();
     let order = to_proto(after);
     let message = OrderStatusChanged {
@@ -45,5 +51,5 @@ pub async fn status_changed(
         total_cents: order.total_cents,
         order: Some(order),
     };
-    append(tx, &Event::new(id, Topic::OrderStatusChanged, &message)).await
+    Event::new(id, Topic::OrderStatusChanged, &message)
 }

@@ -32,6 +32,8 @@ use crate::entity::order::{self, Status};
 use crate::entity::order_item;
 use crate::events;
 
+mod pg;
+
 /// An order with its lines (in line order).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrderRecord {
@@ -288,7 +290,8 @@ pub async fn heartbeat(db: &DatabaseConnection, id: &str) -> Result<bool, DbErr>
 
 /// CREATING → PENDING with each line's warehouse (`warehouses[line]`) and the order's
 /// `OrderStatusChanged` (UNSPECIFIED → PENDING: the order is new to watchers), in one
-/// transaction; only at `version` when given; `updated_at` stamped with `at`. `intent` is
+/// transaction (on PostgreSQL in one statement, [`pg::mark_pending`]); only at `version`
+/// when given; `updated_at` stamped with `at`. `intent` is
 /// the CREATING order as the caller holds it, its `version` the one in the database.
 /// Returns the PENDING order as written (so no caller needs to read it back) when this
 /// call made the change.
@@ -300,6 +303,18 @@ pub async fn mark_pending(
     at: DateTime<Utc>,
 ) -> Result<Option<OrderRecord>, DbErr> {
     let id = intent.order.id.as_str();
+    let mut pending = intent.clone();
+    pending.order.status = Status::Pending;
+    pending.order.version += 1;
+    pending.order.updated_at = at;
+    for (item, warehouse_id) in pending.items.iter_mut().zip(warehouses) {
+        item.warehouse_id = warehouse_id.clone();
+    }
+    let event = events::status_changed_event(intent.order.status, &pending, at);
+    if db.get_database_backend() == DbBackend::Postgres {
+        let moved = pg::mark_pending(db, id, version, warehouses, at, &event).await?;
+        return Ok(moved.then_some(pending));
+    }
     let txn = db.begin().await?;
     if !transition_at(
         &txn,
@@ -327,14 +342,7 @@ pub async fn mark_pending(
             .exec(&txn)
             .await?;
     }
-    let mut pending = intent.clone();
-    pending.order.status = Status::Pending;
-    pending.order.version += 1;
-    pending.order.updated_at = at;
-    for (item, warehouse_id) in pending.items.iter_mut().zip(warehouses) {
-        item.warehouse_id = warehouse_id.clone();
-    }
-    events::status_changed(&txn, intent.order.status, &pending, at).await?;
+    stockmesh::events::append(&txn, &event).await?;
     txn.commit().await?;
     Ok(Some(pending))
 }
