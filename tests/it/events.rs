@@ -26,10 +26,9 @@ use stockmesh::proto::auth::v1::LoginRequest;
 use stockmesh::proto::auth::v1::auth_service_client::AuthServiceClient;
 use stockmesh::proto::inventory::v1 as inv;
 use stockmesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
-use stockmesh::proto::products::v1::CreateProductRequest;
-use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
 use stockmesh::testing::{Backend, TestDb, TestMesh, in_ci, with_token};
 use stockmesh::{Config, Shutdown, Target};
+use stockmesh_tests::seed::{Stocked, stocked_product};
 use tokio::process::{Child, Command};
 use tonic::Streaming;
 
@@ -368,53 +367,13 @@ impl Shop {
             .unwrap()
             .into_inner()
             .access_token;
-        let product = ProductServiceClient::new(TestMesh::channel(products).await)
-            .create_product(with_token(
-                CreateProductRequest {
-                    sku: format!("SKU-{}", &new_event_id()[24..]),
-                    name: "watched".into(),
-                    price_cents: 250,
-                    currency: "USD".into(),
-                    ..Default::default()
-                },
-                &admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .product
-            .unwrap()
-            .id;
-        let mut inventory = InventoryServiceClient::new(TestMesh::channel(inventory).await);
-        let warehouse = inventory
-            .create_warehouse(with_token(
-                inv::CreateWarehouseRequest {
-                    name: "north".into(),
-                    address: "1 North Road".into(),
-                    latitude: 10.0,
-                    longitude: 10.0,
-                    capacity: 0,
-                },
-                &admin,
-            ))
-            .await
-            .unwrap()
-            .into_inner()
-            .warehouse
-            .unwrap()
-            .id;
-        inventory
-            .restock(with_token(
-                inv::RestockRequest {
-                    product_id: product.clone(),
-                    warehouse_id: warehouse.clone(),
-                    quantity: stock,
-                    request_id: new_event_id(),
-                },
-                &admin,
-            ))
-            .await
-            .unwrap();
+        let Stocked { product, warehouse } = stocked_product(
+            TestMesh::channel(products).await,
+            TestMesh::channel(inventory).await,
+            &admin,
+            stock,
+        )
+        .await;
         Shop {
             admin,
             product,

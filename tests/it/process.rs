@@ -19,10 +19,8 @@ use stockmesh::proto::inventory::v1 as inv;
 use stockmesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use stockmesh::proto::orders::v1 as pb;
 use stockmesh::proto::orders::v1::order_service_client::OrderServiceClient;
-use stockmesh::proto::products::v1::CreateProductRequest;
-use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
 use stockmesh::testing::{Backend, TestDb, TestMesh, with_token};
-use stockmesh_tests::seed::unique;
+use stockmesh_tests::seed::{Stocked, stocked_product, unique};
 use tokio::process::{Child, Command};
 use tonic::Code;
 use tonic::transport::Channel;
@@ -358,53 +356,14 @@ async fn sigkill_inventory_while_orders_are_placed(backend: Backend) {
         .unwrap()
         .into_inner()
         .access_token;
-    let product = ProductServiceClient::new(channel(mesh.addr(Target::Products)).await)
-        .create_product(with_token(
-            CreateProductRequest {
-                sku: "SKU-KILL".into(),
-                name: "kill drill".into(),
-                price_cents: 250,
-                currency: "USD".into(),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap()
-        .id;
+    let Stocked { product, .. } = stocked_product(
+        channel(mesh.addr(Target::Products)).await,
+        channel(mesh.addr(Target::Inventory)).await,
+        &token,
+        INITIAL_STOCK,
+    )
+    .await;
     let mut inventory = InventoryServiceClient::new(channel(mesh.addr(Target::Inventory)).await);
-    let warehouse = inventory
-        .create_warehouse(with_token(
-            inv::CreateWarehouseRequest {
-                name: "main".into(),
-                address: "1 Main Street".into(),
-                latitude: 1.0,
-                longitude: 1.0,
-                capacity: 0,
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .warehouse
-        .unwrap()
-        .id;
-    inventory
-        .restock(with_token(
-            inv::RestockRequest {
-                product_id: product.clone(),
-                warehouse_id: warehouse,
-                quantity: INITIAL_STOCK,
-                request_id: "initial".into(),
-            },
-            &token,
-        ))
-        .await
-        .unwrap();
 
     let orders = OrderServiceClient::new(channel(mesh.addr(Target::Orders)).await);
     let stop = Arc::new(AtomicBool::new(false));

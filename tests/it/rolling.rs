@@ -26,9 +26,10 @@ use stockmesh::proto::inventory::v1 as inv;
 use stockmesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
 use stockmesh::proto::orders::v1 as pb;
 use stockmesh::proto::orders::v1::order_service_client::OrderServiceClient;
+use stockmesh::proto::products::v1::GetProductRequest;
 use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
-use stockmesh::proto::products::v1::{CreateProductRequest, GetProductRequest};
 use stockmesh::testing::{Backend, TestDb, TestMesh, with_token};
+use stockmesh_tests::seed::{Stocked, stocked_product};
 use tokio::process::{Child, Command};
 use tonic::transport::Channel;
 
@@ -267,53 +268,8 @@ async fn rolling_restart_of_every_replica_fails_no_request() {
         .into_inner()
         .access_token;
     let gw = channel(gateway).await;
-    let product = ProductServiceClient::new(gw.clone())
-        .create_product(with_token(
-            CreateProductRequest {
-                sku: "SKU-ROLL".into(),
-                name: "rolling drill".into(),
-                price_cents: 100,
-                currency: "USD".into(),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap()
-        .id;
+    let Stocked { product, .. } = stocked_product(gw.clone(), gw.clone(), &token, STOCK).await;
     let mut inventory = InventoryServiceClient::new(gw.clone());
-    let warehouse = inventory
-        .create_warehouse(with_token(
-            inv::CreateWarehouseRequest {
-                name: "main".into(),
-                address: "1 Main Street".into(),
-                latitude: 1.0,
-                longitude: 1.0,
-                capacity: 0,
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .warehouse
-        .unwrap()
-        .id;
-    inventory
-        .restock(with_token(
-            inv::RestockRequest {
-                product_id: product.clone(),
-                warehouse_id: warehouse,
-                quantity: STOCK,
-                request_id: "initial".into(),
-            },
-            &token,
-        ))
-        .await
-        .unwrap();
 
     // The load: 2 REST readers, 2 gRPC readers, 2 order takers, all through the gateway.
     let stop = Arc::new(AtomicBool::new(false));

@@ -27,15 +27,12 @@ use opentelemetry_proto::tonic::trace::v1::Span;
 use stockmesh::Target;
 use stockmesh::proto::auth::v1::LoginRequest;
 use stockmesh::proto::auth::v1::auth_service_client::AuthServiceClient;
-use stockmesh::proto::inventory::v1 as inv;
-use stockmesh::proto::inventory::v1::inventory_service_client::InventoryServiceClient;
-use stockmesh::proto::products::v1::CreateProductRequest;
-use stockmesh::proto::products::v1::product_service_client::ProductServiceClient;
-use stockmesh::testing::{Backend, TestMesh, with_token};
+use stockmesh::testing::{Backend, TestMesh};
 use stockmesh_tests::fake::{FakeServer, Script};
 use tokio::process::Command;
 
 use super::process::{Mesh, channel};
+use stockmesh_tests::seed::{Stocked, stocked_product};
 
 /// Spans received, with the `service.name` of the process that sent them.
 #[derive(Clone, Default)]
@@ -190,53 +187,13 @@ async fn one_create_order_is_one_trace_across_the_mesh_and_retries_are_spans() {
         .unwrap()
         .into_inner()
         .access_token;
-    let product = ProductServiceClient::new(channel(mesh.addr(Target::Products)).await)
-        .create_product(with_token(
-            CreateProductRequest {
-                sku: "SKU-TRACE".into(),
-                name: "traced".into(),
-                price_cents: 100,
-                currency: "USD".into(),
-                ..Default::default()
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .product
-        .unwrap()
-        .id;
-    let mut inventory = InventoryServiceClient::new(channel(mesh.addr(Target::Inventory)).await);
-    let warehouse = inventory
-        .create_warehouse(with_token(
-            inv::CreateWarehouseRequest {
-                name: "w".into(),
-                address: "a".into(),
-                latitude: 1.0,
-                longitude: 1.0,
-                capacity: 0,
-            },
-            &token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .warehouse
-        .unwrap()
-        .id;
-    inventory
-        .restock(with_token(
-            inv::RestockRequest {
-                product_id: product.clone(),
-                warehouse_id: warehouse,
-                quantity: 10,
-                request_id: "r".into(),
-            },
-            &token,
-        ))
-        .await
-        .unwrap();
+    let Stocked { product, .. } = stocked_product(
+        channel(mesh.addr(Target::Products)).await,
+        channel(mesh.addr(Target::Inventory)).await,
+        &token,
+        10,
+    )
+    .await;
 
     let (status, body) = rest(
         mesh.addr(Target::Gateway),

@@ -135,7 +135,10 @@ pub async fn serve(
         .serve(listener, shutdown.clone(), config.drain())
         .await;
     stop_reconciler.trigger();
-    if let Err(e) = reconciler.await {
+    // Cancelled only when the runtime itself is going away (a test's, say): not a failure.
+    if let Err(e) = reconciler.await
+        && !e.is_cancelled()
+    {
         tracing::error!(error = %e, "reconciler task failed");
     }
     served
